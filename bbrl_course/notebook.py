@@ -1,0 +1,40 @@
+"""Helpers for the notebooks themselves: tensorboard, showing source code."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+
+__all__ = ["in_colab", "setup_tensorboard", "show_source"]
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def setup_tensorboard(path) -> None:
+    """Starts tensorboard inside the notebook in Colab; elsewhere says how to start it.
+
+    It never asks a question, so that a notebook also runs unattended.
+    """
+    path = Path(path).absolute()
+    if in_colab():
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        shell.run_line_magic("load_ext", "tensorboard")
+        shell.run_line_magic("tensorboard", f"--logdir {path}")
+    else:
+        print(f"To follow training, run in a terminal:\n    tensorboard --logdir {path}")
+
+
+def show_source(obj) -> None:
+    """Displays the source code of a class or function of the course's module."""
+    source = inspect.getsource(obj)
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(f"```python\n{source}```"))
+    except ImportError:
+        print(source)

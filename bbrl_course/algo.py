@@ -87,8 +87,10 @@ class RLBase:
 
     Configuration used here: ``base_dir``, ``algorithm.seed``,
     ``algorithm.nb_evals``, ``algorithm.eval_interval``, ``gym_env.env_name``,
-    ``logger``, and optionally ``plot_agents`` (plot the policy and critic of
-    each new best policy).
+    ``logger``, and optionally ``algorithm.torch_threads`` (1 by default),
+    ``plot_agents`` (plot the policy and critic of
+    each new best policy) and ``verbose`` (print a line per evaluation, the
+    default).
     """
 
     #: Short name used in messages ("ddpg", "td3")
@@ -97,6 +99,11 @@ class RLBase:
     def __init__(self, cfg):
         self.cfg = cfg
         seed_everything(cfg.algorithm.seed)
+        # The course's networks are small: one thread is as fast as two, and does not
+        # slow down tenfold when other programs share the cores (OpenMP threads spin).
+        threads = OmegaConf.select(cfg, "algorithm.torch_threads", default=1)
+        if threads:
+            torch.set_num_threads(int(threads))
 
         run_name = Path(cfg.base_dir)
         self.base_dir = Path(outputs_root()) / run_name
@@ -180,6 +187,8 @@ class RLBase:
             csv.writer(f).writerow(
                 [self.nb_steps, self.nb_updates, f"{seconds:.2f}", f"{mean:.2f}", f"{std:.2f}", returns]
             )
+        if not OmegaConf.select(self.cfg, "verbose", default=True):
+            return
         best = max(self.best_reward, mean)
         print(
             f"[{self.name}] step {self.nb_steps:>6} | return {mean:8.1f} ± {std:5.1f}"

@@ -1,0 +1,56 @@
+"""Shared fixtures: the repository's paths and the solution notebooks loaded as modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SOLUTIONS = REPO / "solutions"
+sys.path.insert(0, str(REPO))
+
+from bbrl_course.nbload import load_notebook  # noqa: E402
+
+DDPG_NOTEBOOK = SOLUTIONS / "01-ddpg.ipynb"
+TD3_NOTEBOOK = SOLUTIONS / "02-td3.ipynb"
+
+
+@pytest.fixture(scope="session")
+def ddpg_nb():
+    return load_notebook(DDPG_NOTEBOOK)
+
+
+@pytest.fixture(scope="session")
+def td3_nb():
+    return load_notebook(TD3_NOTEBOOK)
+
+
+@pytest.fixture(params=["ddpg", "td3"])
+def either_nb(request, ddpg_nb, td3_nb):
+    """The functions both notebooks define (TD3 brings DDPG's), tested in each."""
+    return ddpg_nb if request.param == "ddpg" else td3_nb
+
+
+@pytest.fixture
+def outputs(tmp_path, monkeypatch):
+    """Runs write their logs, plots and videos in a temporary folder."""
+    monkeypatch.setenv("BBRL_COURSE_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.delenv("BBRL_COURSE_FAST", raising=False)
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    return tmp_path / "outputs"
+
+
+def tiny_params(nb, **algorithm):
+    """The notebook's parameters with a budget of a few hundred steps."""
+    import copy
+
+    params = copy.deepcopy(nb.params)
+    params["plot_agents"] = False
+    params["algorithm"].update(
+        {"max_steps": 320, "learning_starts": 64, "batch_size": 16, "eval_interval": 10_000, "nb_evals": 2}
+    )
+    params["algorithm"]["architecture"] = {"actor_hidden_size": [8], "critic_hidden_size": [8]}
+    params["algorithm"].update(algorithm)
+    return params

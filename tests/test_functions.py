@@ -1,0 +1,201 @@
+"""The small functions students write, against values computed by hand.
+
+They are loaded from the solution notebooks themselves (bbrl_course.nbload).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from bbrl_course import make_config
+from conftest import tiny_params
+
+# --- critic loss ------------------------------------------------------------------
+
+
+def test_critic_loss_by_hand(either_nb):
+    # Two transitions; only index 1 of reward, must_bootstrap and target matters,
+    # only index 0 of q_values.
+    reward = torch.tensor([[9.0, 9.0], [1.0, -2.0]])
+    must_bootstrap = torch.tensor([[False, False], [True, False]])
+    q_values = torch.tensor([[3.0, 0.0], [7.0, 7.0]])
+    target_q_values = torch.tensor([[5.0, 5.0], [4.0, 10.0]])
+    # targets: 1 + 0.5 * 4 = 3 (bootstrapped), -2 (terminal): errors 0 and 2
+    loss = either_nb.compute_critic_loss(0.5, reward, must_bootstrap, q_values, target_q_values)
+    assert loss.shape == ()
+    assert loss.item() == pytest.approx((0.0**2 + 2.0**2) / 2)
+
+
+def test_critic_loss_is_a_scalar_for_a_large_batch(either_nb):
+    B = 64
+    loss = either_nb.compute_critic_loss(
+        0.99, torch.randn(2, B), torch.ones(2, B, dtype=torch.bool), torch.randn(2, B), torch.randn(2, B)
+    )
+    assert loss.shape == ()
+
+
+def test_critic_loss_gradient_reaches_q_values(either_nb):
+    q_values = torch.zeros(2, 3, requires_grad=True)
+    loss = either_nb.compute_critic_loss(
+        0.9, torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool), q_values, torch.zeros(2, 3)
+    )
+    loss.backward()
+    # d/dq mean((q - 1)^2) = 2 (q - 1) / 3 at q = 0, for index 0 only
+    assert torch.allclose(q_values.grad[0], torch.full((3,), -2 / 3))
+    assert torch.all(q_values.grad[1] == 0)
+
+
+# --- actor loss -------------------------------------------------------------------
+
+
+def test_actor_loss_by_hand(either_nb):
+    loss = either_nb.compute_actor_loss(torch.tensor([1.0, 2.0, 6.0]))
+    assert loss.shape == ()
+    assert loss.item() == pytest.approx(-3.0)
+
+
+# --- soft update ------------------------------------------------------------------
+
+
+def _pair(value_net: float, value_target: float):
+    net, target = nn.Linear(2, 1), nn.Linear(2, 1)
+    for module, value in ((net, value_net), (target, value_target)):
+        with torch.no_grad():
+            for p in module.parameters():
+                p.fill_(value)
+    return net, target
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+def test_soft_update_by_hand(either_nb, tau):
+    net, target = _pair(2.0, 10.0)
+    target_tensors = [p for p in target.parameters()]
+    pointers = [p.data_ptr() for p in target.parameters()]
+    either_nb.soft_update_params(net, target, tau)
+    for p in target.parameters():
+        assert torch.allclose(p, torch.full_like(p, tau * 2.0 + (1 - tau) * 10.0))
+        assert p.grad_fn is None and p.requires_grad  # still a leaf parameter
+    for p in net.parameters():
+        assert torch.all(p == 2.0)  # the trained network is untouched
+    # in place: the same parameter tensors, the same storage
+    assert [p for p in target.parameters()] == target_tensors
+    assert [p.data_ptr() for p in target.parameters()] == pointers
+
+
+# --- TD3: target policy smoothing -------------------------------------------------
+
+
+def test_smoothing_clips_noise_and_keeps_bounds(td3_nb):
+    torch.manual_seed(0)
+    low, high = torch.tensor([-2.0]), torch.tensor([2.0])
+    action = torch.zeros(10_000, 1)
+    smoothed = td3_nb.smooth_target_action(action, 100.0, 0.5, low, high)
+    assert smoothed.shape == action.shape
+    # huge noise, clipped at ±0.5: almost every sample sits on a clip
+    assert smoothed.abs().max().item() == pytest.approx(0.5)
+    assert (smoothed.abs() == 0.5).float().mean() > 0.95
+    near_bound = td3_nb.smooth_target_action(torch.full((1000, 1), 1.9), 1.0, 0.5, low, high)
+    assert near_bound.max().item() <= 2.0 and near_bound.min().item() >= 1.4 - 1e-6
+    assert (near_bound == 2.0).any(), "actions above the bound are clipped to it"
+
+
+def test_smoothing_noise_has_the_given_std(td3_nb):
+    torch.manual_seed(0)
+    low, high = torch.tensor([-2.0, -2.0]), torch.tensor([2.0, 2.0])
+    smoothed = td3_nb.smooth_target_action(torch.zeros(20_000, 2), 0.2, 10.0, low, high)
+    assert smoothed.std().item() == pytest.approx(0.2, rel=0.05)
+    assert smoothed.mean().item() == pytest.approx(0.0, abs=0.01)
+
+
+# --- TD3: the loss of both critics ------------------------------------------------
+
+
+def test_td3_critic_loss_uses_the_minimum_of_the_targets(td3_nb):
+    reward = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    must_bootstrap = torch.ones(2, 2, dtype=torch.bool)
+    q1 = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    q2 = torch.tensor([[0.0, 4.0], [0.0, 0.0]])
+    tq1 = torch.tensor([[0.0, 0.0], [2.0, 6.0]])
+    tq2 = torch.tensor([[0.0, 0.0], [4.0, 2.0]])
+    # targets with γ = 0.5: 1 + 0.5 * min(2, 4) = 2, 1 + 0.5 * min(6, 2) = 2
+    # critic 1 errors: 0, -2 -> mse 2; critic 2 errors: -2, 2 -> mse 4
+    loss = td3_nb.compute_td3_critic_loss(0.5, reward, must_bootstrap, q1, q2, tq1, tq2)
+    assert loss.shape == ()
+    assert loss.item() == pytest.approx(6.0)
+
+
+# --- TD3: the networks and the delayed updates ------------------------------------
+
+
+def test_td3_creates_twin_critics_and_targets(td3_nb, outputs):
+    td3 = td3_nb.TD3(make_config(tiny_params(td3_nb)))
+    for name in ("critic_1", "critic_2", "target_critic_1", "target_critic_2", "target_actor"):
+        assert hasattr(td3, name), name
+    assert td3.critic_1 is not td3.critic_2
+    first = lambda m: next(m.parameters())  # noqa: E731
+    assert not torch.equal(first(td3.critic_1), first(td3.critic_2)), "critics must be independent"
+    assert torch.equal(first(td3.critic_1), first(td3.target_critic_1))
+    assert torch.equal(first(td3.actor), first(td3.target_actor))
+    assert first(td3.target_critic_1) is not first(td3.critic_1)
+    assert td3.critic_1.prefix == "critic-1/" and td3.target_critic_2.prefix == "target-critic-2/"
+
+
+def test_td3_update_targets_moves_all_three(td3_nb, outputs):
+    td3 = td3_nb.TD3(make_config(tiny_params(td3_nb, tau_target=0.5)))
+    pairs = [(td3.critic_1, td3.target_critic_1), (td3.critic_2, td3.target_critic_2), (td3.actor, td3.target_actor)]
+    with torch.no_grad():
+        for net, target in pairs:
+            for p in net.parameters():
+                p.fill_(1.0)
+            for p in target.parameters():
+                p.fill_(3.0)
+    td3_nb.update_targets(td3)
+    for net, target in pairs:
+        assert all(torch.allclose(p, torch.full_like(p, 2.0)) for p in target.parameters())
+
+
+def test_td3_actor_and_targets_are_updated_every_policy_delay(td3_nb, outputs):
+    cfg = make_config(tiny_params(td3_nb, policy_delay=3))
+    td3 = td3_nb.TD3(cfg)
+    counts = {"critic": 0, "actor": 0, "targets": 0}
+
+    def counting(optimizer, key):
+        step = optimizer.step
+
+        def wrapped(*args, **kwargs):
+            counts[key] += 1
+            return step(*args, **kwargs)
+
+        optimizer.step = wrapped
+
+    counting(td3.critic_optimizer, "critic")
+    counting(td3.actor_optimizer, "actor")
+    target_before = copy.deepcopy(td3.target_actor)
+    update_targets = td3_nb.update_targets
+
+    def counting_targets(algo):
+        counts["targets"] += 1
+        update_targets(algo)
+
+    td3_nb.update_targets = counting_targets
+    try:
+        td3_nb.run_td3(td3)
+    finally:
+        td3_nb.update_targets = update_targets
+    assert counts["critic"] == td3.nb_updates > 0
+    assert counts["actor"] == td3.nb_updates // 3
+    assert counts["targets"] == td3.nb_updates // 3
+    assert not torch.equal(next(target_before.parameters()), next(td3.target_actor.parameters()))
+
+
+def test_ddpg_trains_on_a_tiny_budget(ddpg_nb, outputs):
+    ddpg = ddpg_nb.DDPG(make_config(tiny_params(ddpg_nb)))
+    before = copy.deepcopy(ddpg.actor)
+    ddpg_nb.run_ddpg(ddpg)
+    assert ddpg.nb_updates > 0
+    assert not torch.equal(next(before.parameters()), next(ddpg.actor.parameters()))
+    assert len(ddpg.eval_history) >= 2  # before training and at the end

@@ -1,0 +1,81 @@
+"""Every solution notebook runs top to bottom in fast mode, through a real Jupyter kernel,
+and produces what it promises: evaluation returns, plots, a video (or a clear skip).
+Notebooks are stored clean: no outputs, no execution counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nbformat
+import pytest
+
+from autograder.run_notebooks import execute_notebook
+from conftest import REPO, SOLUTIONS
+
+SOLUTION_NOTEBOOKS = sorted(SOLUTIONS.glob("*.ipynb"))
+ALL_NOTEBOOKS = sorted(p for d in ("solutions", "notebooks") for p in (REPO / d).glob("*.ipynb"))
+
+
+def test_there_are_solution_notebooks():
+    assert [p.name for p in SOLUTION_NOTEBOOKS] == ["01-ddpg.ipynb", "02-td3.ipynb"]
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_notebook_is_stored_clean(path):
+    notebook = json.loads(path.read_text())
+    for index, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [], f"{path.name} cell {index} has outputs: clear them"
+            assert cell["execution_count"] is None, f"{path.name} cell {index} has an execution count"
+    assert set(notebook["metadata"]) <= {"kernelspec", "language_info"}, f"{path.name}: extra notebook metadata"
+    nbformat.validate(nbformat.reads(path.read_text(), as_version=4))
+
+
+@pytest.fixture(scope="module", params=SOLUTION_NOTEBOOKS, ids=lambda p: p.name)
+def executed(request, tmp_path_factory):
+    path = request.param
+    return execute_notebook(path, tmp_path_factory.mktemp(path.stem), fast=True, timeout=600)
+
+
+def test_runs_top_to_bottom(executed):
+    assert executed.ok, executed.error
+    assert executed.stderr == [], f"cells wrote to stderr: {executed.stderr}"
+
+
+def test_logs_evaluation_returns(executed):
+    runs = sorted((executed.workdir / "outputs").rglob("evaluations.csv"))
+    assert runs, "no evaluations.csv written"
+    for csv_path in runs:
+        with csv_path.open() as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) >= 3, f"{csv_path}: {len(rows)} evaluations"
+        assert int(rows[0]["steps"]) == 0 and int(rows[-1]["steps"]) >= 3000
+        returns = [float(r["mean"]) for r in rows]
+        # Pendulum-v1 returns lie in [-16.3 * 200, 0]
+        assert all(-3300 < r <= 0 for r in returns), returns
+        tblogs = executed.workdir / "outputs" / "tblogs"
+        assert list(tblogs.rglob("events.out.tfevents.*")), "no tensorboard log"
+
+
+def test_writes_plots(executed):
+    for run in (executed.workdir / "outputs").rglob("evaluations.csv"):
+        assert (run.parent / "learning_curve.png").stat().st_size > 1000
+        assert list((run.parent / "plots").glob("best-*.png")), f"no policy/critic plot in {run.parent}"
+    images = [
+        o for c in executed.executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})
+    ]
+    assert len(images) >= 2, "the notebook shows its learning curve and its best policy"
+
+
+def test_video_written_or_skipped_with_a_message(executed):
+    videos = list((executed.workdir / "outputs").rglob("best_agent.mp4"))
+    texts = [
+        o.get("text", "") for c in executed.executed.cells if c.cell_type == "code" for o in c.outputs
+    ]
+    if videos:
+        assert all(v.stat().st_size > 10_000 for v in videos)
+        assert any("Video of the policy written to" in t for t in texts)
+    else:
+        assert any(t.startswith("Video skipped:") for t in texts), "no video and no message saying why"

@@ -15,7 +15,7 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup test demo bench release clean
+.PHONY: setup test demo bench release handout clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,14 @@ test: setup
 
 demo: setup
 	$(PY) autograder/run_notebooks.py --fast solutions/*.ipynb
+
+# The student notebooks (notebooks/) and the README's Colab links, from solutions/
+release: setup
+	$(PY) -m autograder release
+
+# The solutions without hidden tests, for after the deadline (outputs/handout/)
+handout: setup
+	$(PY) -m autograder handout
 
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/learning.py

@@ -38,8 +38,14 @@ class Execution:
         return self.error is None
 
 
-def execute_notebook(path, workdir, fast: bool = True, timeout: int = 600, env: dict | None = None) -> Execution:
-    """Runs every cell of the notebook at ``path`` with ``workdir`` as working directory."""
+def execute_notebook(
+    path, workdir, fast: bool = True, timeout: int = 600, env: dict | None = None, allow_errors: bool = False
+) -> Execution:
+    """Runs every cell of the notebook at ``path`` with ``workdir`` as working directory.
+
+    With ``allow_errors``, a failing cell does not stop the run (as a student's
+    "Run all" that goes on): the errors are in the executed notebook's outputs.
+    """
     path, workdir = Path(path), Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     notebook = nbformat.read(str(path), as_version=4)
@@ -47,7 +53,13 @@ def execute_notebook(path, workdir, fast: bool = True, timeout: int = 600, env: 
     os.environ.update({"BBRL_COURSE_FAST": "1" if fast else "0", "BBRL_COURSE_OUTPUTS": str(workdir / "outputs")})
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     os.environ.update(env or {})
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=allow_errors,
+        resources={"metadata": {"path": str(workdir)}},
+    )
     start = time.perf_counter()
     error = None
     try:

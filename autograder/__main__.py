@@ -1,0 +1,5 @@
+import sys
+
+from autograder.course import main
+
+sys.exit(main())

@@ -1,0 +1,210 @@
+"""The course's nbgrader operations, through nbgrader's Python API (one process, no
+5-second start-up per command), with errors that say what to do.
+
+    python -m autograder release     # solutions/ -> notebooks/ (student versions), README links
+    python -m autograder handout     # solutions without hidden tests -> outputs/handout/
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parent.parent
+AUTOGRADER = REPO / "autograder"
+SOLUTIONS = REPO / "solutions"
+NOTEBOOKS = REPO / "notebooks"
+README = REPO / "README.md"
+HANDOUT = REPO / "outputs" / "handout"
+
+#: The line of the set-up cell that names the repository (rewritten at release)
+REPOSITORY_LINE = re.compile(r'^COURSE_REPOSITORY = ".*"$', re.M)
+BADGE_CELL_ID = "open-in-colab"
+README_BEGIN = "<!-- colab-links: written by `make release` -->"
+README_END = "<!-- end colab-links -->"
+
+
+class CourseError(Exception):
+    """A problem an instructor must fix; the message says what and where."""
+
+
+def assignments() -> list[str]:
+    """The assignments: one per solution notebook, named after it (01-ddpg, 02-td3)."""
+    names = sorted(p.stem for p in SOLUTIONS.glob("*.ipynb"))
+    if not names:
+        raise CourseError(f"no notebook in {SOLUTIONS}: the solution notebooks are the course's source")
+    return names
+
+
+def repository_url() -> str:
+    """The course's repository, from pyproject.toml: the one place where it is set."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    try:
+        url = project["urls"]["Repository"].rstrip("/")
+    except KeyError:
+        raise CourseError("pyproject.toml has no [project.urls] Repository = \"https://github.com/OWNER/NAME\"") from None
+    if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
+        raise CourseError(f"pyproject.toml: Repository = {url!r} is not https://github.com/OWNER/NAME")
+    return url
+
+
+def colab_url(notebook_name: str, branch: str = "main") -> str:
+    path = repository_url().removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{notebook_name}"
+
+
+def load_config():
+    """nbgrader's configuration, from autograder/nbgrader_config.py; an error in it stops here."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    path = AUTOGRADER / "nbgrader_config.py"
+    try:
+        return PyFileConfigLoader(path.name, path=str(AUTOGRADER)).load_config()
+    except Exception as error:
+        raise CourseError(f"{path} raised {type(error).__name__}: {error}. Fix it: nbgrader would ignore it.") from error
+
+
+def api(root: Path | None = None):
+    """An NbGraderAPI that reads the course's configuration (it does not by itself).
+
+    ``root`` replaces the course folder (autograder/) and its gradebook, for tests.
+    """
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    # nbgrader runs the `alembic` command of its environment: make sure it is on PATH
+    # even when this environment's python was called by its full path
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    config = load_config()
+    if root is not None:
+        config.CourseDirectory.root = str(root)
+        config.CourseDirectory.db_url = f"sqlite:///{Path(root) / 'gradebook.db'}"
+    return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+
+def _check(result: dict, what: str):
+    if not result.get("success"):
+        raise CourseError(f"{what} failed:\n{result.get('log', '')}\n{result.get('error', '')}")
+
+
+def prepare_source(root: Path = AUTOGRADER) -> None:
+    """Copies solutions/ into nbgrader's source/ folder, with the repository's address."""
+    url = repository_url()
+    source = Path(root) / "source"
+    shutil.rmtree(source, ignore_errors=True)
+    for name in assignments():
+        notebook = nbformat.read(str(SOLUTIONS / f"{name}.ipynb"), as_version=4)
+        found = 0
+        for cell in notebook.cells:
+            if cell.cell_type == "code" and REPOSITORY_LINE.search(cell.source):
+                cell.source = REPOSITORY_LINE.sub(f'COURSE_REPOSITORY = "{url}"', cell.source)
+                found += 1
+        if found != 1:
+            raise CourseError(
+                f"solutions/{name}.ipynb: expected one set-up line 'COURSE_REPOSITORY = \"...\"', found {found}"
+            )
+        (source / name).mkdir(parents=True)
+        nbformat.write(notebook, str(source / name / f"{name}.ipynb"))
+
+
+def _badge_cell(name: str):
+    cell = nbformat.v4.new_markdown_cell(
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(name)})"
+    )
+    cell.id = BADGE_CELL_ID
+    return cell
+
+
+def _clean(notebook):
+    """Notebook metadata reduced to the kernel; no outputs, no execution counts."""
+    notebook.metadata = {k: v for k, v in notebook.metadata.items() if k in ("kernelspec", "language_info")}
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    return notebook
+
+
+def release(notebooks: Path = NOTEBOOKS, readme: Path = README, root: Path = AUTOGRADER) -> list[Path]:
+    """Generates the student notebooks into notebooks/ and the Colab links of the README.
+
+    Also records the assignments and their tests in the gradebook (root/gradebook.db).
+    """
+    notebooks, root = Path(notebooks), Path(root)
+    prepare_source(root)
+    nbgrader = api(root)
+    written = []
+    notebooks.mkdir(parents=True, exist_ok=True)
+    for name in assignments():
+        _check(nbgrader.generate_assignment(name, force=True, create=True), f"nbgrader generate_assignment {name}")
+        notebook = nbformat.read(str(root / "release" / name / f"{name}.ipynb"), as_version=4)
+        notebook.cells.insert(0, _badge_cell(f"{name}.ipynb"))
+        target = notebooks / f"{name}.ipynb"
+        nbformat.write(_clean(notebook), str(target))
+        written.append(target)
+    for stale in set(notebooks.glob("*.ipynb")) - set(written):
+        stale.unlink()
+    update_readme(readme)
+    return written
+
+
+def update_readme(readme: Path = README) -> None:
+    """Rewrites the README's table of Colab links between its markers."""
+    README = Path(readme)
+    text = README.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise CourseError(f"README.md lacks the markers {README_BEGIN!r} and {README_END!r}")
+    rows = [
+        f"| `{name}` | [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(name + '.ipynb')}) |"
+        for name in assignments()
+    ]
+    block = "\n".join([README_BEGIN, "| notebook | open it |", "| --- | --- |", *rows, README_END])
+    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    README.write_text(text[:start] + block + text[end:])
+
+
+def handout() -> list[Path]:
+    """The solutions for after the deadline: hidden tests, outputs and marking notes removed."""
+    from nbgrader.preprocessors import ClearHiddenTests, ClearMarkScheme
+
+    HANDOUT.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in assignments():
+        notebook = nbformat.read(str(SOLUTIONS / f"{name}.ipynb"), as_version=4)
+        resources: dict = {}
+        for preprocessor in (ClearHiddenTests(), ClearMarkScheme()):
+            notebook, resources = preprocessor.preprocess(copy.deepcopy(notebook), resources)
+        target = HANDOUT / f"{name}-solution.ipynb"
+        nbformat.write(_clean(notebook), str(target))
+        written.append(target)
+    return written
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["release", "handout"])
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "release":
+            for path in release():
+                print(f"wrote {path.relative_to(REPO)}")
+            print("wrote the Colab links of README.md")
+        elif args.command == "handout":
+            for path in handout():
+                print(f"wrote {path.relative_to(REPO)}")
+    except CourseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

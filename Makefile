@@ -2,7 +2,8 @@
 # that `make setup` creates (idempotent: it reinstalls only when a requirements
 # file changed).
 #
-#   make demo     set up, then release the course and run the solutions in fast mode
+#   make demo     set up, release the course, run the solutions in fast mode
+#   make release  regenerate notebooks/ (student versions) from solutions/
 #   make test     set up, then run the test suite
 #   make bench    set up (with the benchmark extras), then run the benchmarks
 
@@ -39,6 +40,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup
+	$(PY) -m autograder release
 	$(PY) autograder/run_notebooks.py --fast solutions/*.ipynb
 
 # The student notebooks (notebooks/) and the README's Colab links, from solutions/

@@ -44,8 +44,14 @@ def test_runs_top_to_bottom(executed):
     assert executed.stderr == [], f"cells wrote to stderr: {executed.stderr}"
 
 
+def _training_runs(executed):
+    """The notebook's training runs (not the tiny ones of its test cells, under checks/)."""
+    outputs = executed.workdir / "outputs"
+    return sorted(p for p in outputs.rglob("evaluations.csv") if "checks" not in p.relative_to(outputs).parts)
+
+
 def test_logs_evaluation_returns(executed):
-    runs = sorted((executed.workdir / "outputs").rglob("evaluations.csv"))
+    runs = _training_runs(executed)
     assert runs, "no evaluations.csv written"
     for csv_path in runs:
         with csv_path.open() as f:
@@ -60,7 +66,7 @@ def test_logs_evaluation_returns(executed):
 
 
 def test_writes_plots(executed):
-    for run in (executed.workdir / "outputs").rglob("evaluations.csv"):
+    for run in _training_runs(executed):
         assert (run.parent / "learning_curve.png").stat().st_size > 1000
         assert list((run.parent / "plots").glob("best-*.png")), f"no policy/critic plot in {run.parent}"
     images = [

@@ -18,6 +18,7 @@ import torch.nn as nn
 from bbrl.agents import Agent
 
 __all__ = [
+    "UniformRandomActor",
     "build_mlp",
     "ContinuousQAgent",
     "ContinuousDeterministicActor",
@@ -166,3 +167,22 @@ class AddOUNoise(_ClippedNoise):
             + self.sigma * math.sqrt(self.dt) * torch.randn_like(action)
         )
         self.set(("action", t), self._clip(action + self.x))
+
+
+class UniformRandomActor(Agent):
+    """Actions drawn uniformly within the bounds, whatever the observation.
+
+    Filling the replay buffer with it before learning starts covers the action
+    space better than a fresh actor with a little noise (stable-baselines3 and
+    CleanRL do the same).
+    """
+
+    def __init__(self, low, high):
+        super().__init__()
+        self.low = torch.as_tensor(low, dtype=torch.float32)
+        self.high = torch.as_tensor(high, dtype=torch.float32)
+
+    def forward(self, t: int, **kwargs):
+        n = self.get(("env/env_obs", t)).shape[0]
+        uniform = torch.rand(n, self.low.shape[0])
+        self.set(("action", t), self.low + (self.high - self.low) * uniform)

@@ -31,6 +31,7 @@ from bbrl.utils.replay_buffer import ReplayBuffer
 from bbrl.workspace import Workspace
 from omegaconf import OmegaConf
 
+from .agents import UniformRandomActor
 from .config import outputs_root
 
 __all__ = [
@@ -235,6 +236,11 @@ class EpochBasedAlgo(RLBase):
         ).seed(cfg.algorithm.seed)
         self.replay_buffer = ReplayBuffer(max_size=int(cfg.algorithm.buffer_size))
 
+    @cached_property
+    def warmup_agent(self) -> TemporalAgent:
+        """The training environment with uniformly random actions (before learning starts)."""
+        return TemporalAgent(Agents(self.train_env, UniformRandomActor(*self.action_bounds())))
+
     def action_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The (low, high) bounds of the environment's actions, as tensors."""
         space = self.train_env.get_action_space()
@@ -251,7 +257,9 @@ def iter_replay_buffers(algo: EpochBasedAlgo) -> Iterator[ReplayBuffer]:
     - ``max_steps``: environment steps in all (over all training environments);
     - ``n_steps``: steps each training environment makes between two rounds of
       updates;
-    - ``learning_starts``: no update before the buffer holds that many transitions;
+    - ``learning_starts``: no update before the buffer holds that many
+      transitions; until then actions are uniformly random (``random_warmup``,
+      true by default) or the training policy's;
     - ``updates_per_step`` (default 1): gradient updates per environment step.
 
     ``algo.nb_steps`` counts environment steps, ``algo.nb_updates`` the updates
@@ -260,6 +268,7 @@ def iter_replay_buffers(algo: EpochBasedAlgo) -> Iterator[ReplayBuffer]:
     """
     cfg = algo.cfg.algorithm
     updates_per_step = float(OmegaConf.select(algo.cfg, "algorithm.updates_per_step", default=1.0))
+    random_warmup = bool(OmegaConf.select(algo.cfg, "algorithm.random_warmup", default=True))
     workspace = Workspace()
     first = True
     owed_updates = 0.0
@@ -269,13 +278,15 @@ def iter_replay_buffers(algo: EpochBasedAlgo) -> Iterator[ReplayBuffer]:
         # BBRL pitfall: the transition between the last step of one rollout and the
         # first step of the next must not be lost. After the first rollout, the last
         # time step is copied to t=0 and the agent runs from t=1.
+        warming_up = random_warmup and algo.replay_buffer.size() < cfg.learning_starts
+        agent = algo.warmup_agent if warming_up else algo.train_agent
         if first:
-            algo.train_agent(workspace, t=0, n_steps=cfg.n_steps, stochastic=True)
+            agent(workspace, t=0, n_steps=cfg.n_steps, stochastic=True)
             first = False
         else:
             workspace.zero_grad()
             workspace.copy_n_last_steps(1)
-            algo.train_agent(workspace, t=1, n_steps=cfg.n_steps - 1, stochastic=True)
+            agent(workspace, t=1, n_steps=cfg.n_steps - 1, stochastic=True)
 
         # (2, n) transitions: the pairs (s_t, s_t+1) that do not cross an episode's end
         transitions = workspace.get_transitions()

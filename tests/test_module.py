@@ -153,3 +153,26 @@ def test_video_is_skipped_with_a_reason_when_rendering_fails(monkeypatch, tmp_pa
     out = capsys.readouterr().out
     assert out.startswith("Video skipped: Pendulum-v1 could not render frames") and "pygame" in out
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_actions_are_uniformly_random_until_learning_starts(ddpg_nb, outputs):
+    params = tiny_params(ddpg_nb, max_steps=640, learning_starts=320)
+    ddpg = ddpg_nb.DDPG(make_config(params))
+    for _ in iter_replay_buffers(ddpg):
+        break  # the first update: the buffer holds the warm-up transitions
+    actions = ddpg.replay_buffer.variables["action"][:320, 0, 0]
+    # uniform on [-2, 2]: standard deviation 4 / sqrt(12) = 1.15, both halves visited
+    assert actions.min() >= -2 and actions.max() <= 2
+    assert abs(actions.std().item() - 4 / 12**0.5) < 0.15
+    assert (actions < -1).float().mean() > 0.15 and (actions > 1).float().mean() > 0.15
+
+
+def test_warmup_can_use_the_training_policy(ddpg_nb, outputs):
+    params = tiny_params(ddpg_nb, max_steps=640, learning_starts=320, random_warmup=False, action_noise=0.0)
+    ddpg = ddpg_nb.DDPG(make_config(params))
+    for _ in iter_replay_buffers(ddpg):
+        break
+    actions = ddpg.replay_buffer.variables["action"][:320, 0]
+    obs = ddpg.replay_buffer.variables["env/env_obs"][:320, 0]
+    with torch.no_grad():
+        assert torch.allclose(actions, ddpg.actor.predict_action(obs), atol=1e-5)

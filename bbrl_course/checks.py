@@ -12,7 +12,7 @@ import contextlib
 import torch
 import torch.nn as nn
 
-__all__ = ["checking", "shape_of", "filled_linear"]
+__all__ = ["checking", "shape_of", "filled_linear", "tiny_config", "UpdateCounter"]
 
 
 @contextlib.contextmanager

@@ -41,16 +41,3 @@ def outputs(tmp_path, monkeypatch):
     monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     return tmp_path / "outputs"
 
-
-def tiny_params(nb, **algorithm):
-    """The notebook's parameters with a budget of a few hundred steps."""
-    import copy
-
-    params = copy.deepcopy(nb.params)
-    params["plot_agents"] = False
-    params["algorithm"].update(
-        {"max_steps": 320, "learning_starts": 64, "batch_size": 16, "eval_interval": 10_000, "nb_evals": 2}
-    )
-    params["algorithm"]["architecture"] = {"actor_hidden_size": [8], "critic_hidden_size": [8]}
-    params["algorithm"].update(algorithm)
-    return params

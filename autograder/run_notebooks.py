@@ -39,7 +39,7 @@ class Execution:
 
 
 def execute_notebook(
-    path, workdir, fast: bool = True, timeout: int = 600, env: dict | None = None, allow_errors: bool = False
+    path, workdir, fast: bool = True, timeout: int = 600, allow_errors: bool = False
 ) -> Execution:
     """Runs every cell of the notebook at ``path`` with ``workdir`` as working directory.
 
@@ -52,7 +52,6 @@ def execute_notebook(
     saved = {k: os.environ.get(k) for k in ("BBRL_COURSE_FAST", "BBRL_COURSE_OUTPUTS", "MPLBACKEND")}
     os.environ.update({"BBRL_COURSE_FAST": "1" if fast else "0", "BBRL_COURSE_OUTPUTS": str(workdir / "outputs")})
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    os.environ.update(env or {})
     client = NotebookClient(
         notebook,
         timeout=timeout,

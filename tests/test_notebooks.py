@@ -1,5 +1,6 @@
-"""Every solution notebook runs top to bottom in fast mode, through a real Jupyter kernel,
-and produces what it promises: evaluation returns, plots, a video (or a clear skip).
+"""Every solution notebook passes nbgrader's validation, which runs it top to bottom in
+fast mode through a real Jupyter kernel (nbgrader sets NBGRADER_EXECUTION), and that one
+run produces what it promises: evaluation returns, plots, a video (or a clear skip).
 Notebooks are stored clean: no outputs, no execution counts.
 """
 
@@ -7,11 +8,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import nbformat
 import pytest
+from nbgrader.validator import Validator
 
-from autograder.run_notebooks import execute_notebook
+from autograder import course
 from conftest import REPO, SOLUTIONS
 
 SOLUTION_NOTEBOOKS = sorted(SOLUTIONS.glob("*.ipynb"))
@@ -33,15 +39,63 @@ def test_notebook_is_stored_clean(path):
     nbformat.validate(nbformat.reads(path.read_text(), as_version=4))
 
 
+class _KeepingValidator(Validator):
+    """nbgrader's Validator, keeping the notebook it executed."""
+
+    def _preprocess(self, nb):
+        self.executed = super()._preprocess(nb)
+        return self.executed
+
+
+@dataclass
+class Validated:
+    workdir: Path
+    results: dict
+    executed: nbformat.NotebookNode
+
+
 @pytest.fixture(scope="module", params=SOLUTION_NOTEBOOKS, ids=lambda p: p.name)
 def executed(request, tmp_path_factory):
+    """The solution validated by nbgrader (Python API: `nbgrader validate` exits 0 even on failure)."""
     path = request.param
-    return execute_notebook(path, tmp_path_factory.mktemp(path.stem), fast=True, timeout=600)
+    workdir = tmp_path_factory.mktemp(path.stem)
+    shutil.copy(path, workdir / path.name)
+    saved = {k: os.environ.pop(k, None) for k in ("BBRL_COURSE_FAST", "BBRL_COURSE_OUTPUTS")}
+    saved["MPLBACKEND"] = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        validator = _KeepingValidator(config=course.load_config())
+        results = validator.validate(str(workdir / path.name))  # runs in workdir: outputs/ lands there
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return Validated(workdir, results, validator.executed)
+
+
+def test_passes_nbgrader_validation(executed):
+    assert executed.results == {}, f"nbgrader validation failed: {executed.results}"
 
 
 def test_runs_top_to_bottom(executed):
-    assert executed.ok, executed.error
-    assert executed.stderr == [], f"cells wrote to stderr: {executed.stderr}"
+    errors = [
+        f"cell {i}: {o.ename}: {o.evalue}"
+        for i, c in enumerate(executed.executed.cells)
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "error"
+    ]
+    assert errors == []
+    stderr = [
+        o.get("text", "")
+        for c in executed.executed.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream" and o.name == "stderr"
+    ]
+    assert stderr == [], f"cells wrote to stderr: {stderr}"
 
 
 def _training_runs(executed):

@@ -3,6 +3,7 @@
 
     python -m autograder release     # solutions/ -> notebooks/ (student versions), README links
     python -m autograder handout     # solutions without hidden tests -> outputs/handout/
+    python -m autograder grade       # grade submitted/ (see autograder/grade.py)
 """
 
 from __future__ import annotations

@@ -1,0 +1,369 @@
+"""Grades the class: every submission in nbgrader's layout, or one student's.
+
+    python -m autograder grade [--student ID] [--assignment NAME] [--root DIR] [--jobs N]
+
+Submissions are read from ``DIR/submitted/<student>/<assignment>/<assignment>.ipynb``
+(``DIR`` is autograder/ by default). Each one is checked first (missing, misnamed,
+not a notebook), then autograded by nbgrader with the course's configuration
+(cells over their time limit or that kill the kernel score 0 and grading goes
+on), and its feedback written to ``DIR/feedback/<student>/<assignment>/``.
+
+Prints a table of students by tests per assignment and writes
+``DIR/grades/<assignment>.csv`` (a column per test, the status and the notes)
+and ``DIR/grades/summary.csv``. A problem with one submission is reported on
+its row, with its reason, and never stops the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from autograder import course
+from autograder.preprocessors import HIDDEN, KERNEL_DIED, TIME_LIMIT
+
+#: statuses of a submission
+GRADED = "graded"  # autograded (notes may say what went wrong in some cells)
+MISSING = "missing"  # no notebook
+MISNAMED = "misnamed"  # a notebook under another name
+UNREADABLE = "unreadable"  # not a valid notebook
+FAILED = "failed"  # nbgrader could not grade it (the reason is in the notes)
+
+
+@dataclass
+class Result:
+    student: str
+    assignment: str
+    status: str
+    scores: dict[str, float | None] = field(default_factory=dict)  # test -> points (None: manual)
+    max_scores: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    manual: list[str] = field(default_factory=list)  # answers graded by hand (not in the totals)
+
+    @property
+    def auto_score(self) -> float | None:
+        """The points of the autograded tests."""
+        if self.status != GRADED:
+            return None
+        return sum(v for k, v in self.scores.items() if k not in self.manual and v is not None)
+
+    @property
+    def auto_max(self) -> float | None:
+        if self.status != GRADED:
+            return None
+        return sum(m for k, m in self.max_scores.items() if k not in self.manual)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def check_submission(root: Path, student: str, assignment: str) -> Result | None:
+    """A Result for a submission that cannot be graded (missing, misnamed, unreadable), or None."""
+    folder = root / "submitted" / student / assignment
+    expected = folder / f"{assignment}.ipynb"
+    where = _relative(folder, root)
+    if not expected.exists():
+        others = sorted(p.name for p in folder.glob("*.ipynb")) if folder.is_dir() else []
+        if others:
+            return Result(student, assignment, MISNAMED, notes=[
+                f"{where} holds {', '.join(others)} but no {expected.name}: rename the student's notebook "
+                f"to {expected.name} and grade again"
+            ])
+        return Result(student, assignment, MISSING, notes=[f"no {expected.name} in {where}"])
+    try:
+        notebook = nbformat.read(str(expected), as_version=4)
+        nbformat.validate(notebook)
+    except Exception as error:  # invalid JSON, or JSON that is not a notebook
+        reason = str(error).splitlines()[0][:200]
+        return Result(student, assignment, UNREADABLE, notes=[
+            f"{_relative(expected, root)} is not a valid notebook ({type(error).__name__}: {reason}); "
+            "ask the student for the file again, or repair it, and grade again"
+        ])
+    return None
+
+
+def _cell_label(cell, index: int) -> str:
+    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+    return grade_id or f"cell {index + 1}"
+
+
+def changed_cells(root: Path, student: str, assignment: str) -> list[str]:
+    """Notes on the test and locked cells the student deleted or edited (nbgrader grades
+    with the release's version of each)."""
+    release = nbformat.read(str(root / "release" / assignment / f"{assignment}.ipynb"), as_version=4)
+    submitted = nbformat.read(str(root / "submitted" / student / assignment / f"{assignment}.ipynb"), as_version=4)
+    theirs = {}
+    for cell in submitted.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id:
+            theirs.setdefault(grade_id, cell)
+    notes = []
+    for cell in release.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        is_test = meta.get("grade") and not meta.get("solution")
+        if not (is_test or meta.get("locked")):
+            continue
+        kind = "test cell" if is_test else "locked cell"
+        mine = theirs.get(meta["grade_id"])
+        if mine is None:
+            if is_test:
+                notes.append(f"{kind} {meta['grade_id']} was deleted (or lost its nbgrader metadata): put back and run")
+        elif mine.source.strip() != cell.source.strip():
+            notes.append(f"{kind} {meta['grade_id']} was edited: graded with the release's version")
+    return notes
+
+
+def execution_notes(notebook) -> list[str]:
+    """Notes on the cells that ran over time, killed the kernel, or raised outside the tests."""
+    notes = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        meta = cell.metadata.get("nbgrader", {})
+        is_test = meta.get("grade") and not meta.get("solution")
+        for output in cell.get("outputs", []):
+            if output.get("output_type") != "error":
+                continue
+            label = _cell_label(cell, index)
+            if output.ename in (TIME_LIMIT, KERNEL_DIED):
+                notes.append(f"{label}: {output.evalue}")
+            elif not is_test and output.ename not in ("NotImplementedError",):
+                notes.append(f"{label} raised {output.ename}: {str(output.evalue)[:160]}")
+    return notes
+
+
+def _grades(root: Path, api, student: str, assignment: str) -> tuple[dict, dict, list]:
+    """The points of each graded cell, in the notebook's order, from the gradebook."""
+    from nbgrader.api import Gradebook
+
+    release = nbformat.read(str(root / "release" / assignment / f"{assignment}.ipynb"), as_version=4)
+    order = [c.metadata.get("nbgrader", {}).get("grade_id") for c in release.cells]
+    manual = [
+        c.metadata["nbgrader"]["grade_id"] for c in release.cells
+        if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["nbgrader"].get("solution")
+    ]
+    scores, max_scores = {}, {}
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
+        submission = gradebook.find_submission_notebook(assignment, assignment, student)
+        grades = sorted(submission.grades, key=lambda g: order.index(g.name) if g.name in order else len(order))
+        for grade in grades:
+            scores[grade.name] = None if grade.needs_manual_grade else float(grade.score)
+            max_scores[grade.name] = float(grade.max_score)
+    return scores, max_scores, manual
+
+
+def grade_one(root: Path, student: str, assignment: str) -> Result:
+    """Autogrades one submission and writes its feedback; never raises for a bad submission."""
+    start = time.perf_counter()
+    problem = check_submission(root, student, assignment)
+    if problem is not None:
+        return problem
+    api = course.api(root)
+    notes = changed_cells(root, student, assignment)
+    outcome = api.autograde(assignment, student, force=True, create=True)
+    if not outcome.get("success"):
+        log = (outcome.get("log", "") + outcome.get("error", "")).strip().splitlines()
+        errors = [line for line in log if line.startswith("[ERROR]") or "Error" in line]
+        reason = (errors[-1] if errors else (log[-1] if log else "no log"))[:300]
+        return Result(student, assignment, FAILED, notes=notes + [
+            f"nbgrader could not grade it: {reason} (autograded notebook removed; the gradebook has no score "
+            "for it). Fix the submission's notebook by hand or grade it manually."
+        ], seconds=time.perf_counter() - start)
+    graded = nbformat.read(str(root / "autograded" / student / assignment / f"{assignment}.ipynb"), as_version=4)
+    notes += execution_notes(graded)
+    scores, max_scores, manual = _grades(root, api, student, assignment)
+    feedback = api.generate_feedback(assignment, student, force=True)
+    if not feedback.get("success"):
+        notes.append(f"feedback not written: {feedback.get('error', '')[-300:]}")
+    return Result(student, assignment, GRADED, scores, max_scores, notes, time.perf_counter() - start, manual)
+
+
+def _grade_job(job) -> dict:
+    """One submission, in a worker process whose output (nbgrader's log, the kernel's
+    messages) goes to logs/<student>-<assignment>.log under the course folder."""
+    root, student, assignment = job
+    logs = Path(root) / "logs"
+    logs.mkdir(exist_ok=True)
+    log = open(logs / f"{student}-{assignment}.log", "w")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+        return asdict(grade_one(Path(root), student, assignment))
+    except Exception as error:  # the grader's own failure: reported, the class goes on
+        return asdict(Result(student, assignment, FAILED, notes=[f"the grader failed: {type(error).__name__}: {error}"]))
+
+
+def students(root: Path) -> list[str]:
+    submitted = root / "submitted"
+    if not submitted.is_dir():
+        raise course.CourseError(f"no {submitted}: put the submissions in submitted/<student>/<assignment>/")
+    return sorted(p.name for p in submitted.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def ensure_released(root: Path, assignments: list[str]) -> None:
+    """The assignments in the gradebook (generated from solutions/ if they are not yet)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    api = course.api(root)
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
+        known = set()
+        for name in assignments:
+            try:
+                gradebook.find_assignment(name)
+                known.add(name)
+            except MissingEntry:
+                pass
+    if set(assignments) - known or not (root / "release").is_dir():
+        course.prepare_source(root)
+        for name in assignments:
+            course._check(api.generate_assignment(name, force=True, create=True), f"nbgrader generate_assignment {name}")
+
+
+def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment: str | None = None,
+          jobs: int = 2, log=print) -> list[Result]:
+    """Grades the submissions (all, or one student's, or one assignment's); returns the results."""
+    root = Path(root)
+    names = course.assignments()
+    if assignment is not None and assignment not in names:
+        raise course.CourseError(f"no assignment {assignment!r}: the assignments are {', '.join(names)}")
+    who = students(root)
+    if student is not None:
+        if student not in who:
+            raise course.CourseError(f"no folder {root / 'submitted' / student}: students are {', '.join(who) or 'none'}")
+        who = [student]
+    chosen = [assignment] if assignment else names
+    ensure_released(root, chosen)
+    job_list = [(str(root), s, a) for s in who for a in chosen]
+    log(f"grading {len(job_list)} submissions of {len(who)} students ({', '.join(chosen)}) on {jobs} workers ...")
+    results = []
+    # a fresh process per submission: nothing of one student's grading leaks into another's
+    with ProcessPoolExecutor(max(1, jobs), max_tasks_per_child=1) as pool:
+        for data in pool.map(_grade_job, job_list):
+            result = Result(**data)
+            results.append(result)
+            score = "" if result.auto_score is None else f"{result.auto_score:g}/{result.auto_max:g}"
+            log(f"  {result.student:24} {result.assignment:8} {result.status:10} {score:>8}  {result.seconds:5.0f} s")
+    write_reports(root, results)
+    return results
+
+
+def _short(test: str) -> str:
+    return test.removeprefix("test_").removeprefix("answer_")
+
+
+def table(results: list[Result], assignment: str) -> str:
+    """A text table: one row per student, one column per test of the assignment."""
+    rows = [r for r in results if r.assignment == assignment]
+    tests = []
+    for r in rows:
+        for test in r.max_scores:
+            if test not in tests:
+                tests.append(test)
+    maxima = {t: next(r.max_scores[t] for r in rows if t in r.max_scores) for t in tests}
+    width = max([len("student")] + [len(r.student) for r in rows])
+    header = f"{'student':{width}}  {'status':10} {'score':>7}  " + " ".join(f"T{i + 1:<3}" for i in range(len(tests)))
+    lines = [f"{assignment}", header, "-" * len(header)]
+    for r in rows:
+        cells = []
+        for test in tests:
+            value = r.scores.get(test, "")
+            cells.append("  - " if r.status != GRADED else ("man " if value is None else f"{value:<4g}"))
+        score = "" if r.auto_score is None else f"{r.auto_score:g}/{r.auto_max:g}"
+        lines.append(f"{r.student:{width}}  {r.status:10} {score:>7}  " + " ".join(cells))
+    legend = ", ".join(f"T{i + 1} {_short(t)} ({maxima[t]:g})" for i, t in enumerate(tests))
+    lines.append(f"tests: {legend}; man: graded by hand")
+    for r in rows:
+        for note in r.notes:
+            lines.append(f"  {r.student}: {note}")
+    return "\n".join(lines)
+
+
+def write_reports(root: Path, results: list[Result]) -> list[Path]:
+    """grades/<assignment>.csv (a column per test) and grades/summary.csv, under root."""
+    out = root / "grades"
+    out.mkdir(exist_ok=True)
+    written = []
+    for assignment in sorted({r.assignment for r in results}):
+        rows = sorted((r for r in results if r.assignment == assignment), key=lambda r: r.student)
+        tests = []
+        for r in rows:
+            tests += [t for t in r.max_scores if t not in tests]
+        path = out / f"{assignment}.csv"
+        # merge with the rows of students not graded this time (grading one student)
+        previous = {}
+        if path.exists():
+            with path.open(newline="") as f:
+                previous = {row["student"]: row for row in csv.DictReader(f)}
+        columns = ["student", "status", "autograded", "autograded_max", *tests, "notes"]
+        for r in rows:
+            previous[r.student] = {
+                "student": r.student,
+                "status": r.status,
+                "autograded": "" if r.auto_score is None else f"{r.auto_score:g}",
+                "autograded_max": "" if r.status != GRADED else f"{r.auto_max:g}",
+                **{t: ("manual" if r.scores.get(t, 0) is None else f"{r.scores[t]:g}") if r.status == GRADED else "" for t in tests},
+                "notes": " | ".join(r.notes),
+            }
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, columns, extrasaction="ignore")
+            writer.writeheader()
+            for name in sorted(previous):
+                writer.writerow(previous[name])
+        written.append(path)
+    summary = out / "summary.csv"
+    totals = {}
+    for path in sorted(out.glob("*.csv")):
+        if path == summary:
+            continue
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                totals.setdefault(row["student"], {})[path.stem] = row["autograded"] if row["status"] == GRADED else row["status"]
+    with summary.open("w", newline="") as f:
+        stems = sorted(p.stem for p in out.glob("*.csv") if p != summary)
+        writer = csv.writer(f)
+        writer.writerow(["student", *stems])
+        for student in sorted(totals):
+            writer.writerow([student, *(totals[student].get(s, "") for s in stems)])
+    written.append(summary)
+    return written
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m autograder grade", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student")
+    parser.add_argument("--assignment")
+    parser.add_argument("--root", type=Path, default=course.AUTOGRADER, help="the course folder (autograder/)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="submissions graded at once")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        results = grade(args.root, args.student, args.assignment, args.jobs)
+    except course.CourseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print()
+    for assignment in sorted({r.assignment for r in results}):
+        print(table(results, assignment))
+        print()
+    print(f"wrote {args.root / 'grades'}/*.csv and the feedback in {args.root / 'feedback'}/")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    return 0

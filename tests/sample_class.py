@@ -1,0 +1,259 @@
+"""The sample class: submissions with known grades, to test the autograder.
+
+Each sample is the student notebook (notebooks/) filled in with the solution,
+then changed by a few edits: a bug, a correct rewrite, or a bad input. Its
+expected result says which tests it must lose (every other autograded test
+scores full marks), or its status when it cannot be graded. Building them from
+the notebooks keeps them current when the solutions change; an edit whose text
+is no longer found fails loudly.
+
+    python tests/sample_class.py DIR     # writes DIR/submitted/<student>/<assignment>/
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parent.parent
+DDPG, TD3 = "01-ddpg", "02-td3"
+
+
+@dataclass
+class Edit:
+    cell: str  # grade_id of the cell (or "new:<after grade_id>" to insert a cell after it)
+    old: str = ""
+    new: str = ""
+    delete: bool = False
+    strip_metadata: bool = False
+
+
+@dataclass
+class Sample:
+    student: str
+    assignment: str
+    why: str
+    edits: list[Edit] = field(default_factory=list)
+    loses: tuple[str, ...] = ()  # the autograded tests that must score 0
+    status: str = "graded"
+    notes: tuple[str, ...] = ()  # texts that must appear in the notes
+    blank: bool = False  # the release as handed out, not filled in
+    file: str | None = None  # another file name, or "" for no file
+    raw: str | None = None  # the file's content as is (not a notebook)
+    trains: bool = False  # runs the TD3 learning test (about 75 s)
+
+
+DDPG_TESTS = ("test_critic_loss_is_a_scalar", "test_critic_loss_value", "test_critic_loss_hidden",
+              "test_actor_loss", "test_soft_update_value", "test_soft_update_hidden")
+TD3_TESTS = ("test_ddpg_functions", "test_td3_networks", "test_smoothing_bounds", "test_smoothing_hidden",
+             "test_td3_critic_loss_value", "test_td3_critic_loss_hidden", "test_update_targets",
+             "test_delayed_updates", "test_delayed_updates_hidden", "test_td3_learns")
+CRITIC_LOSS = ("test_critic_loss_value", "test_critic_loss_hidden")
+
+SAMPLES = [
+    # --- DDPG: the reference, the blank release, correct rewrites
+    Sample("ddpg-solution", DDPG, "the solution"),
+    Sample("ddpg-blank", DDPG, "the release, not filled in", blank=True, loses=DDPG_TESTS),
+    Sample("ddpg-rewritten", DDPG, "correct, written differently", edits=[
+        Edit("ddpg-critic-loss",
+             "    target = reward[1] + discount_factor * must_bootstrap[1].float() * target_q_values[1]\n"
+             "    # Both sides have shape (B,): a (B, 1) side would broadcast to a (B, B) loss\n"
+             "    return F.mse_loss(q_values[0], target)",
+             "    next_value = torch.where(must_bootstrap[1], target_q_values[1], torch.zeros_like(target_q_values[1]))\n"
+             "    td_error = q_values[0] - (reward[1] + discount_factor * next_value)\n"
+             "    return torch.mean(td_error ** 2)"),
+        Edit("ddpg-actor-loss", "return -q_values.mean()", "return -torch.mean(q_values, dim=0)"),
+        Edit("ddpg-soft-update",
+             "    with torch.no_grad():\n"
+             "        for param, target_param in zip(net.parameters(), target_net.parameters()):\n"
+             "            target_param.mul_(1 - tau).add_(param, alpha=tau)",
+             "    for param, target_param in zip(net.parameters(), target_net.parameters()):\n"
+             "        target_param.data.copy_(tau * param.data + (1.0 - tau) * target_param.data)"),
+    ]),
+    Sample("ddpg-noisy", DDPG, "correct, but writes warnings, prints and a tqdm bar to stderr", edits=[
+        Edit("ddpg-critic-loss", "    target = reward[1]",
+             "    import sys, warnings\n"
+             "    from tqdm import tqdm\n"
+             "    warnings.warn('computing the critic loss')\n"
+             "    print('debug: shapes', reward.shape, file=sys.stderr)\n"
+             "    for _ in tqdm(range(3)):\n"
+             "        pass\n"
+             "    target = reward[1]"),
+    ]),
+    # --- DDPG: bugs
+    Sample("bug-bootstraps-terminal", DDPG, "bootstraps from terminal states", loses=CRITIC_LOSS, edits=[
+        Edit("ddpg-critic-loss", "discount_factor * must_bootstrap[1].float() * target_q_values[1]",
+             "discount_factor * target_q_values[1]")]),
+    Sample("bug-broadcast", DDPG, "(B, 1) Q-values against (B,) targets: a (B, B) loss", loses=CRITIC_LOSS,
+           edits=[Edit("ddpg-critic-loss", "F.mse_loss(q_values[0], target)", "F.mse_loss(q_values[0].unsqueeze(-1), target)")]),
+    Sample("bug-no-discount", DDPG, "forgets the discount", loses=CRITIC_LOSS, edits=[
+        Edit("ddpg-critic-loss", "reward[1] + discount_factor * must_bootstrap", "reward[1] + must_bootstrap")]),
+    Sample("bug-reward-index", DDPG, "uses reward[0], the reward of the previous transition",
+           loses=CRITIC_LOSS, edits=[Edit("ddpg-critic-loss", "target = reward[1] +", "target = reward[0] +")]),
+    Sample("bug-actor-sign", DDPG, "maximizes the loss (sign)", loses=("test_actor_loss",), edits=[
+        Edit("ddpg-actor-loss", "return -q_values.mean()", "return q_values.mean()")]),
+    Sample("bug-tau-swapped", DDPG, "tau weighs the target", loses=("test_soft_update_value", "test_soft_update_hidden"),
+           edits=[Edit("ddpg-soft-update", "target_param.mul_(1 - tau).add_(param, alpha=tau)",
+                       "target_param.mul_(tau).add_(param, alpha=1 - tau)")]),
+    Sample("bug-not-in-place", DDPG, "replaces the target's tensors instead of updating them",
+           loses=("test_soft_update_hidden",), edits=[
+               Edit("ddpg-soft-update", "target_param.mul_(1 - tau).add_(param, alpha=tau)",
+                    "target_param.data = tau * param.data + (1 - tau) * target_param.data")]),
+    Sample("bug-autograd-graph", DDPG, "computes the update with autograd recording",
+           loses=("test_soft_update_hidden",), edits=[
+               Edit("ddpg-soft-update",
+                    "    with torch.no_grad():\n"
+                    "        for param, target_param in zip(net.parameters(), target_net.parameters()):\n"
+                    "            target_param.mul_(1 - tau).add_(param, alpha=tau)",
+                    "    for param, target_param in zip(net.parameters(), target_net.parameters()):\n"
+                    "        target_param.data.copy_(tau * param + (1 - tau) * target_param)")]),
+    # --- DDPG: bad inputs
+    Sample("bad-infinite-loop", DDPG, "an infinite loop in compute_actor_loss", loses=("test_actor_loss",),
+           notes=("test_actor_loss: this cell ran over its time limit",), edits=[
+               Edit("ddpg-actor-loss", "    return -q_values.mean()", "    while True:\n        pass")]),
+    Sample("bad-ignores-interrupt", DDPG, "an infinite loop that ignores SIGINT", loses=("test_actor_loss",),
+           notes=("test_actor_loss: this cell ran over its time limit", "ignored the interruption"), edits=[
+               Edit("ddpg-actor-loss", "    return -q_values.mean()",
+                    "    import signal\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n    while True:\n        pass")]),
+    Sample("bad-kills-kernel", DDPG, "os._exit in soft_update_params",
+           loses=("test_soft_update_value", "test_soft_update_hidden"),
+           notes=("test_soft_update_value: the kernel died",), edits=[
+               Edit("ddpg-soft-update", "    with torch.no_grad():\n", "    import os\n    os._exit(1)\n    with torch.no_grad():\n")]),
+    Sample("bad-import-error", DDPG, "an import that fails in the critic-loss cell",
+           loses=("test_critic_loss_is_a_scalar", *CRITIC_LOSS),
+           notes=("ddpg-critic-loss raised ModuleNotFoundError",), edits=[
+               Edit("ddpg-critic-loss", "def compute_critic_loss(", "import torch_extras_that_do_not_exist\n\n\ndef compute_critic_loss(")]),
+    Sample("bad-deleted-tests", DDPG, "deletes a test cell and strips another's metadata",
+           notes=("test cell test_actor_loss was deleted", "test cell test_soft_update_value was deleted"),
+           edits=[Edit("test_actor_loss", delete=True), Edit("test_soft_update_value", strip_metadata=True,
+                                                             old="", new="")]),
+    Sample("bad-edited-test", DDPG, "forgets the discount and edits the test to pass", loses=CRITIC_LOSS,
+           notes=("test cell test_critic_loss_value was edited",), edits=[
+               Edit("ddpg-critic-loss", "reward[1] + discount_factor * must_bootstrap", "reward[1] + must_bootstrap"),
+               Edit("test_critic_loss_value", "assert torch.isclose(loss, torch.tensor(2.0))", "assert True or torch.isclose(loss, torch.tensor(2.0))")]),
+    Sample("bad-missing", DDPG, "an empty submission folder", status="missing", file=""),
+    Sample("bad-not-json", DDPG, "a truncated file", status="unreadable", raw='{"cells": [{"cell_type": "code", "sour'),
+    Sample("bad-misnamed", DDPG, "the notebook saved under another name", status="misnamed", file="01-ddpg (1).ipynb",
+           notes=("rename the student's notebook",)),
+    # --- TD3
+    Sample("td3-solution", TD3, "the solution", trains=True),
+    Sample("td3-blank", TD3, "the release, not filled in", blank=True, loses=TD3_TESTS),
+    Sample("td3-rewritten", TD3, "correct, written differently: stacked critics, a loop, clamp", trains=True, edits=[
+        Edit("td3-critic-loss",
+             "    target_q_values = torch.minimum(target_q_values_1, target_q_values_2)\n",
+             "    target_q_values = torch.stack((target_q_values_1, target_q_values_2)).min(dim=0).values\n"),
+        Edit("td3-class",
+             '        self.critic_1 = ContinuousQAgent(obs_size, hidden, act_size).with_prefix("critic-1/")\n'
+             '        self.critic_2 = ContinuousQAgent(obs_size, hidden, act_size).with_prefix("critic-2/")\n'
+             '        self.target_critic_1 = copy.deepcopy(self.critic_1).with_prefix("target-critic-1/")\n'
+             '        self.target_critic_2 = copy.deepcopy(self.critic_2).with_prefix("target-critic-2/")\n',
+             '        for i in (1, 2):\n'
+             '            critic = ContinuousQAgent(obs_size, hidden, act_size).with_prefix(f"critic-{i}/")\n'
+             '            setattr(self, f"critic_{i}", critic)\n'
+             '            setattr(self, f"target_critic_{i}", copy.deepcopy(critic).with_prefix(f"target-critic-{i}/"))\n'),
+        Edit("td3-smoothing",
+             "    noise = (torch.randn_like(action) * noise_std).clamp(-noise_clip, noise_clip)\n"
+             "    return torch.max(torch.min(action + noise, high), low)",
+             "    noise = torch.clamp(noise_std * torch.randn(action.shape), min=-noise_clip, max=noise_clip)\n"
+             "    return torch.clamp(action + noise, min=low, max=high)"),
+    ]),
+    Sample("bug-twin-maximum", TD3, "the maximum of the target critics", trains=True,
+           loses=("test_td3_critic_loss_value", "test_td3_critic_loss_hidden"), edits=[
+               Edit("td3-critic-loss", "torch.minimum(target_q_values_1, target_q_values_2)",
+                    "torch.maximum(target_q_values_1, target_q_values_2)")]),
+    Sample("bug-noise-unclipped", TD3, "target noise not clipped", trains=True,
+           loses=("test_smoothing_bounds", "test_smoothing_hidden"), edits=[
+               Edit("td3-smoothing", "(torch.randn_like(action) * noise_std).clamp(-noise_clip, noise_clip)",
+                    "torch.randn_like(action) * noise_std")]),
+    Sample("bug-no-delay", TD3, "the actor and the targets updated at every step", trains=True,
+           loses=("test_delayed_updates", "test_delayed_updates_hidden"), edits=[
+               Edit("td3-run", "        if td3.nb_updates % cfg.policy_delay == 0:\n", "        if True:\n")]),
+    Sample("bug-one-critic", TD3, "the second critic is the first one", trains=True,
+           loses=("test_td3_networks",), edits=[
+               Edit("td3-class",
+                    'self.critic_2 = ContinuousQAgent(obs_size, hidden, act_size).with_prefix("critic-2/")',
+                    'self.critic_2 = self.critic_1')]),
+    Sample("bug-target-actor-frozen", TD3, "update_targets forgets the target actor",
+           loses=("test_update_targets",), trains=True, edits=[
+               Edit("td3-update-targets", "    soft_update_params(td3.actor, td3.target_actor, tau)\n", "")]),
+]
+
+SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*\n", re.M)
+
+
+def filled_notebook(assignment: str):
+    """The student notebook with every solution cell filled in from the solution notebook."""
+    student = nbformat.read(str(REPO / "notebooks" / f"{assignment}.ipynb"), as_version=4)
+    solution = nbformat.read(str(REPO / "solutions" / f"{assignment}.ipynb"), as_version=4)
+    answers = {
+        c.metadata["nbgrader"]["grade_id"]: SOLUTION_MARKERS.sub("", c.source)
+        for c in solution.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
+    for cell in student.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell.source = answers[grade_id]
+    return student
+
+
+def _apply(notebook, edit: Edit, student: str):
+    cells = notebook.cells
+    index = next((i for i, c in enumerate(cells) if c.metadata.get("nbgrader", {}).get("grade_id") == edit.cell), None)
+    if index is None:
+        raise ValueError(f"sample {student}: no cell {edit.cell!r}")
+    cell = cells[index]
+    if edit.delete:
+        del cells[index]
+        return
+    if edit.strip_metadata:
+        cell.metadata = {}
+    if edit.old or edit.new:
+        if edit.old not in cell.source:
+            raise ValueError(f"sample {student}: {edit.old!r} not found in cell {edit.cell}")
+        cell.source = cell.source.replace(edit.old, edit.new, 1)
+
+
+def write_sample(sample: Sample, submitted: Path) -> Path:
+    """Writes one sample's submission under submitted/<student>/<assignment>/."""
+    folder = Path(submitted) / sample.student / sample.assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    name = sample.file if sample.file is not None else f"{sample.assignment}.ipynb"
+    if name == "":
+        return folder
+    path = folder / name
+    if sample.raw is not None:
+        path.write_text(sample.raw)
+        return path
+    if sample.blank:
+        notebook = nbformat.read(str(REPO / "notebooks" / f"{sample.assignment}.ipynb"), as_version=4)
+    else:
+        notebook = filled_notebook(sample.assignment)
+    for edit in sample.edits:
+        _apply(notebook, edit, sample.student)
+    nbformat.write(notebook, str(path))
+    return path
+
+
+def write_class(submitted: Path, samples=SAMPLES) -> list[Sample]:
+    for sample in samples:
+        write_sample(sample, submitted)
+    return list(samples)
+
+
+def expected_scores(sample: Sample, max_scores: dict[str, float]) -> dict[str, float | None]:
+    """The points each test must get: 0 for the lost ones, full marks otherwise (None: by hand)."""
+    return {
+        # an answer left as handed out scores 0 at once; the others wait for the instructor
+        test: (0.0 if sample.blank else None) if test.startswith("answer_")
+        else (0.0 if test in sample.loses else points)
+        for test, points in max_scores.items()
+    }
+
+
+if __name__ == "__main__":
+    write_class(Path(sys.argv[1]) / "submitted")

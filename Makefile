@@ -2,8 +2,9 @@
 # that `make setup` creates (idempotent: it reinstalls only when a requirements
 # file changed).
 #
-#   make demo     set up, release the course, run the solutions in fast mode
+#   make demo     set up, release the course, grade the sample class, print the grades
 #   make release  regenerate notebooks/ (student versions) from solutions/
+#   make grade    grade autograder/submitted/ (STUDENT=id, ASSIGNMENT=name to narrow)
 #   make test     set up, then run the test suite
 #   make bench    set up (with the benchmark extras), then run the benchmarks
 
@@ -16,7 +17,7 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup test demo bench release handout clean
+.PHONY: setup test demo bench release handout grade clean
 
 setup: $(STAMP)
 
@@ -39,9 +40,19 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 test: setup
 	$(PY) -m pytest
 
+# The sample class of tests/sample_class.py (solutions, bugs, bad inputs), graded in a
+# course folder of its own: outputs/demo-course/ (grades/, feedback/, logs/)
+DEMO := outputs/demo-course
+
 demo: setup
 	$(PY) -m autograder release
-	$(PY) autograder/run_notebooks.py --fast solutions/*.ipynb
+	rm -rf $(DEMO)
+	$(PY) tests/sample_class.py $(DEMO)
+	$(PY) -m autograder grade --root $(DEMO)
+
+# Grades the submissions in autograder/submitted/<student>/<assignment>/
+grade: setup
+	$(PY) -m autograder grade $(if $(STUDENT),--student $(STUDENT)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
 
 # The student notebooks (notebooks/) and the README's Colab links, from solutions/
 release: setup
@@ -52,6 +63,7 @@ handout: setup
 	$(PY) -m autograder handout
 
 bench: $(BENCH_STAMP)
+	$(PY) benchmarks/grading.py
 	$(PY) benchmarks/learning.py
 
 clean:

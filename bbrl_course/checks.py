@@ -29,11 +29,13 @@ __all__ = [
 ]
 
 #: The TD3 learning test: training steps and seed of the grading configuration, and the
-#: return the best evaluation must beat. Measured by ``benchmarks/grading_threshold.py``
-#: (20 seeds): see the README, "How the learning test's threshold was set".
+#: return the best evaluation must beat. Measured with ``benchmarks/grading_threshold.py``
+#: (best evaluation return after 6,000 steps): the reference TD3 over seeds 1-18 from
+#: -734 (seed 11) to -144, mean -339; a random policy scores about -1,230 per episode.
+#: See the README, "The learning test".
 LEARNING_STEPS = 6_000
 LEARNING_SEED = 1
-LEARNING_THRESHOLD = -700.0
+LEARNING_THRESHOLD = -900.0
 
 
 @contextlib.contextmanager

@@ -172,6 +172,10 @@ SAMPLES = [
     Sample("bug-no-delay", TD3, "the actor and the targets updated at every step", trains=True,
            loses=("test_delayed_updates", "test_delayed_updates_hidden"), edits=[
                Edit("td3-run", "        if td3.nb_updates % cfg.policy_delay == 0:\n", "        if True:\n")]),
+    # a non-scalar actor loss: backward() fails, so TD3 does not train either
+    Sample("bug-copied-actor-loss", TD3, "the DDPG actor loss copied without the mean",
+           loses=("test_ddpg_functions", "test_td3_learns"), edits=[
+               Edit("td3-from-ddpg", "    return -q_values.mean()", "    return -q_values")]),
     # the optimizer refuses the same parameters twice: TD3 cannot be built, nor trained
     Sample("bug-one-critic", TD3, "the second critic is the first one",
            loses=("test_td3_networks", "test_td3_learns"), edits=[

@@ -76,8 +76,9 @@ def test_correct_rewrites_and_stderr_noise_get_full_marks(graded):
 
 def _hidden_lines(assignment):
     notebook = nbformat.read(str(SOLUTIONS / f"{assignment}.ipynb"), as_version=4)
-    visible = nbformat.read(str(REPO / "notebooks" / f"{assignment}.ipynb"), as_version=4)
-    visible_lines = {line.strip() for c in visible.cells for line in c.source.splitlines()}
+    # lines that also appear outside the hidden regions (solution code, visible tests)
+    outside = [re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", "", c.source, flags=re.S) for c in notebook.cells]
+    visible_lines = {line.strip() for source in outside for line in source.splitlines()}
     lines = set()
     for cell in notebook.cells:
         for region in re.findall(r"### BEGIN HIDDEN TESTS(.*?)### END HIDDEN TESTS", cell.source, re.S):

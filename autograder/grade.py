@@ -28,7 +28,7 @@ from pathlib import Path
 import nbformat
 
 from autograder import course
-from autograder.preprocessors import HIDDEN, KERNEL_DIED, TIME_LIMIT
+from autograder.preprocessors import KERNEL_DIED, TIME_LIMIT
 
 #: statuses of a submission
 GRADED = "graded"  # autograded (notes may say what went wrong in some cells)

@@ -20,11 +20,10 @@ import os
 import re
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from nbgrader.preprocessors import NbGraderPreprocessor
 from nbformat.notebooknode import NotebookNode
 from traitlets import Integer, List
 
-from nbgrader.preprocessors import Execute
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbgrader.preprocessors.execute import UnresponsiveKernelError
 
 #: enames of the error outputs this module adds (the grader's report looks for them)

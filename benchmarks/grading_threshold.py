@@ -1,9 +1,9 @@
 """Sets the return threshold of the TD3 learning test from measured distributions.
 
-    python benchmarks/grading_threshold.py [--seeds 20] [--steps 6000] [--workers 2]
+    python benchmarks/grading_threshold.py [--seeds 20] [--workers 2] [--only reference,frozen-actor,random]
 
-Trains, with the grading configuration of the TD3 notebook (its ``fast``
-parameters, as nbgrader runs it) and seeds 1..N:
+Trains, with the configuration of the TD3 notebook's learning test
+(``bbrl_course.checks.learning_check_config``) and seeds 1..N:
 
 - ``reference``: the solution's TD3;
 - ``frozen-actor``: the same TD3 whose actor is never updated (critics learn);
@@ -37,21 +37,17 @@ def _run(job) -> dict:
 
     torch.set_num_threads(1)
     os.environ["BBRL_COURSE_OUTPUTS"] = tempfile.mkdtemp(prefix="threshold-")
-    os.environ["BBRL_COURSE_FAST"] = "1"
     sys.path.insert(0, str(REPO))
-    from bbrl_course import make_config
+    from bbrl_course import checks
     from bbrl_course.agents import UniformRandomActor
     from bbrl_course.nbload import load_notebook
 
     notebook = load_notebook(REPO / "solutions" / "02-td3.ipynb")
-    params = notebook.params
-    params["plot_agents"] = False
-    params["verbose"] = False
-    params["algorithm"]["seed"] = seed
-    fast = notebook.fast
-    if steps:
-        fast = {**fast, "algorithm": {**fast["algorithm"], "max_steps": steps}}
-    td3 = notebook.TD3(make_config(params, fast))
+    # the learning test's own configuration, with this run's seed (and budget)
+    cfg = checks.learning_check_config(notebook.params)
+    cfg.algorithm.seed = seed
+    cfg.algorithm.max_steps = steps or checks.LEARNING_STEPS
+    td3 = notebook.TD3(cfg)
     start = time.perf_counter()
     if kind == "frozen-actor":
         notebook.update_actor = lambda td3, batch: torch.zeros(())
@@ -76,7 +72,7 @@ def best_so_far(curve, steps):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=0, help="training steps (default: the notebook's grading budget)")
+    parser.add_argument("--steps", type=int, default=0, help="training steps (default: checks.LEARNING_STEPS)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", default=",".join(KINDS))
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ import pytest
 
 import sample_class
 from autograder import grade as grading
-from conftest import REPO, SOLUTIONS
+from conftest import SOLUTIONS
 
 SAMPLES = {sample.student: sample for sample in sample_class.SAMPLES}
 

@@ -11,6 +11,7 @@ notebook failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -22,6 +23,28 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+@contextlib.contextmanager
+def environ(**values):
+    """Sets environment variables (None: unset) for the duration of a block, then restores them."""
+    saved = {key: os.environ.get(key) for key in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass
@@ -49,9 +72,6 @@ def execute_notebook(
     path, workdir = Path(path), Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     notebook = nbformat.read(str(path), as_version=4)
-    saved = {k: os.environ.get(k) for k in ("BBRL_COURSE_FAST", "BBRL_COURSE_OUTPUTS", "MPLBACKEND")}
-    os.environ.update({"BBRL_COURSE_FAST": "1" if fast else "0", "BBRL_COURSE_OUTPUTS": str(workdir / "outputs")})
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     client = NotebookClient(
         notebook,
         timeout=timeout,
@@ -61,16 +81,16 @@ def execute_notebook(
     )
     start = time.perf_counter()
     error = None
-    try:
-        client.execute()
-    except CellExecutionError as exc:
-        error = str(exc)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    environment = {
+        "BBRL_COURSE_FAST": "1" if fast else "0",
+        "BBRL_COURSE_OUTPUTS": str(workdir / "outputs"),
+        "MPLBACKEND": os.environ.get("MPLBACKEND", INLINE_BACKEND),
+    }
+    with environ(**environment):
+        try:
+            client.execute()
+        except CellExecutionError as exc:
+            error = str(exc)
     seconds = time.perf_counter() - start
     nbformat.write(notebook, str(workdir / path.name))
     stderr = [

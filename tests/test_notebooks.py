@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from nbgrader.validator import Validator
 
 from autograder import course
+from autograder.run_notebooks import INLINE_BACKEND, environ
 from conftest import REPO, SOLUTIONS
 
 SOLUTION_NOTEBOOKS = sorted(SOLUTIONS.glob("*.ipynb"))
@@ -60,18 +60,9 @@ def executed(request, tmp_path_factory):
     path = request.param
     workdir = tmp_path_factory.mktemp(path.stem)
     shutil.copy(path, workdir / path.name)
-    saved = {k: os.environ.pop(k, None) for k in ("BBRL_COURSE_FAST", "BBRL_COURSE_OUTPUTS")}
-    saved["MPLBACKEND"] = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    try:
+    with environ(BBRL_COURSE_FAST=None, BBRL_COURSE_OUTPUTS=None, MPLBACKEND=INLINE_BACKEND):
         validator = _KeepingValidator(config=course.load_config())
         results = validator.validate(str(workdir / path.name))  # runs in workdir: outputs/ lands there
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return Validated(workdir, results, validator.executed)
 
 

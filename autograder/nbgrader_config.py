@@ -18,7 +18,6 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPrep
 from nbgrader.preprocessors import (  # noqa: E402
     AssignLatePenalties,
     CheckCellMetadata,
-    ClearOutput,
     GetGrades,
     IgnorePattern,
     LimitOutput,
@@ -77,7 +76,6 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
-c.Validator.preprocessors = [ClearOutput, CheckCellMetadata, CourseExecute]
 
 # Feedback shows neither the hidden tests nor tracebacks that would quote them
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]

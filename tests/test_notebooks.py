@@ -14,9 +14,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbgrader.preprocessors import CheckCellMetadata, ClearOutput
 from nbgrader.validator import Validator
+from traitlets import List
 
 from autograder import course
+from autograder.preprocessors import CourseExecute
 from autograder.run_notebooks import INLINE_BACKEND, environ
 from conftest import REPO, SOLUTIONS
 
@@ -40,7 +43,12 @@ def test_notebook_is_stored_clean(path):
 
 
 class _KeepingValidator(Validator):
-    """nbgrader's Validator, keeping the notebook it executed."""
+    """nbgrader's Validator, keeping the notebook it executed, and executing it as the
+    grader does: with the course's Execute and its per-cell time limits (the slow limit
+    for the training cells and the learning test). Validator.preprocessors is not
+    configurable, hence the subclass."""
+
+    preprocessors = List([CheckCellMetadata, ClearOutput, CourseExecute])
 
     def _preprocess(self, nb):
         self.executed = super()._preprocess(nb)

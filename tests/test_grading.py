@@ -76,14 +76,16 @@ def test_correct_rewrites_and_stderr_noise_get_full_marks(graded):
 
 def _hidden_lines(assignment):
     notebook = nbformat.read(str(SOLUTIONS / f"{assignment}.ipynb"), as_version=4)
-    # lines that also appear outside the hidden regions (solution code, visible tests)
-    outside = [re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", "", c.source, flags=re.S) for c in notebook.cells]
-    visible_lines = {line.strip() for source in outside for line in source.splitlines()}
+    # text that also appears outside the hidden regions (solution code, visible tests and
+    # their messages) is public: only the rest must not show
+    visible = "\n".join(
+        re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", "", c.source, flags=re.S) for c in notebook.cells
+    )
     lines = set()
     for cell in notebook.cells:
         for region in re.findall(r"### BEGIN HIDDEN TESTS(.*?)### END HIDDEN TESTS", cell.source, re.S):
             lines |= {line.strip() for line in region.splitlines() if len(line.strip()) >= 12}
-    return lines - visible_lines
+    return {line for line in lines if line not in visible}
 
 
 def test_feedback_holds_no_hidden_test_text(graded, course_root):

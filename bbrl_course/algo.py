@@ -130,6 +130,9 @@ class RLBase:
         self.best_reward = -float("inf")
         #: one entry per evaluation: (env steps, tensor of nb_evals returns)
         self.eval_history: list[tuple[int, torch.Tensor]] = []
+        #: functions called with the algorithm after each evaluation (the experiment
+        #: notebook measures the critic's bias there, on the policy just evaluated)
+        self.evaluation_hooks: list = []
         self.start_time = time.perf_counter()
         self._eval_file = self.base_dir / EVALUATIONS_CSV
         with self._eval_file.open("w", newline="") as f:
@@ -169,6 +172,8 @@ class RLBase:
             self.eval_agent(workspace, t=0, stop_variable="env/done")
         rewards = workspace["env/cumulated_reward"][-1]  # (nb_evals,)
         self._record_evaluation(rewards)
+        for hook in self.evaluation_hooks:
+            hook(self)
 
         mean = rewards.mean().item()
         if mean > self.best_reward:

@@ -1,0 +1,477 @@
+"""The DDPG-against-TD3 experiment: does DDPG overestimate its Q-values more than TD3?
+
+The experiment notebook (03-experiment) trains the student's own DDPG and TD3, loaded
+from their notebooks, over several seeds, and measures the bias of each critic during
+training, as Fujimoto et al. (2018) do:
+
+- at each evaluation, the current deterministic policy π runs ``n_episodes`` measurement
+  episodes from fixed start states;
+- on every state s_t they visit, the critic's estimate is Q(s_t, π(s_t)) (TD3's first
+  critic, the one its actor follows), and the true value is the discounted Monte-Carlo
+  return of the rest of the episode, r_t + γ r_{t+1} + ...
+
+Pitfall: the critics learn values with bootstrapping at time limits (a time limit is
+not a terminal state), so the return of a state near the limit must not stop there.
+The measurement episodes run ``tail_steps(γ)`` steps past the environment's limit,
+enough for γ^tail < 1 %, and only the states before the limit are measured.
+
+This module runs the seeds in parallel, one process per seed (spawned: they import
+nothing from the notebook's kernel), and returns the raw measurements; the notebook
+turns them into estimates and true values with the student's ``discounted_returns``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Algorithm",
+    "Measurement",
+    "Run",
+    "available_workers",
+    "check_algorithm",
+    "compare_final",
+    "critic_of",
+    "find_notebook",
+    "load_results",
+    "mean_and_ci",
+    "measure",
+    "plot_experiment",
+    "report",
+    "run_experiment",
+    "save_results",
+    "summaries",
+    "tail_steps",
+    "train_and_measure",
+]
+
+#: Where ``find_notebook`` looks for the DDPG and TD3 notebooks, after the working directory
+COLAB_DRIVE = Path("/content/drive/MyDrive/Colab Notebooks")
+#: A folder to look in first (``make figure`` points it to solutions/)
+NOTEBOOKS_ENV = "BBRL_COURSE_NOTEBOOKS"
+
+
+def find_notebook(name: str, folders: Sequence[str | Path] | None = None) -> Path:
+    """The path of the course notebook ``name`` (``01-ddpg.ipynb``), searched for in the
+    folder named by ``BBRL_COURSE_NOTEBOOKS`` if set, the working directory, its parent,
+    nbgrader's assignment folder ``../01-ddpg/`` and Colab's Drive folder; a clear error
+    that says where it looked otherwise."""
+    stem = Path(name).stem
+    if folders is None:
+        folders = [Path("."), Path(".."), Path("..") / stem, COLAB_DRIVE]
+        if os.environ.get(NOTEBOOKS_ENV):
+            folders.insert(0, Path(os.environ[NOTEBOOKS_ENV]))
+    candidates = [Path(folder) / name for folder in folders]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    looked = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(
+        f"{name} not found (looked at {looked}). This experiment trains your own DDPG and TD3: "
+        f"put your completed {name} next to this notebook (in Colab: Files panel, Upload), "
+        "or set its path in the cell that calls find_notebook."
+    )
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """An algorithm of a course notebook: its class and its training function."""
+
+    label: str  # "DDPG"
+    notebook: str  # path of the notebook that defines it
+    cls: str  # name of the class ("DDPG")
+    train: str  # name of the training function ("run_ddpg")
+
+
+_LOADED: dict[str, object] = {}
+
+
+def _load(algorithm: Algorithm):
+    from .nbload import load_notebook
+
+    path = str(Path(algorithm.notebook).resolve())
+    if path not in _LOADED:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{algorithm.label}: notebook {path} not found")
+        # what its cells print or show (plots, sources) is not this experiment's output
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            _LOADED[path] = load_notebook(path)
+    module = _LOADED[path]
+    missing = [name for name in (algorithm.cls, algorithm.train) if not hasattr(module, name)]
+    if missing:
+        raise AttributeError(f"{Path(path).name} defines no {' or '.join(missing)} (needed for {algorithm.label})")
+    return getattr(module, algorithm.cls), getattr(module, algorithm.train)
+
+
+def critic_of(algo):
+    """The critic whose bias is measured: DDPG's critic, TD3's first critic."""
+    critic = getattr(algo, "critic_1", None)
+    return critic if critic is not None else algo.critic
+
+
+def tail_steps(discount_factor: float, tolerance: float = 0.01) -> int:
+    """Steps past the time limit after which γ^steps < tolerance."""
+    if discount_factor <= 0:
+        return 0
+    return math.ceil(math.log(tolerance) / math.log(discount_factor))
+
+
+@dataclass
+class Measurement:
+    """The measurement episodes of one evaluation, padded to ``T`` steps.
+
+    ``q_values[i, t]`` is Q(s_t, π(s_t)) in episode i, ``rewards[i, t]`` the reward of
+    the step from s_t (0 after the episode's end), ``valid[i, t]`` marks the measured
+    states: those of the episode before the environment's time limit.
+    """
+
+    q_values: np.ndarray  # (N, T)
+    rewards: np.ndarray  # (N, T)
+    valid: np.ndarray  # (N, T) bool
+
+
+def measure(algo, discount_factor: float, n_episodes: int = 5, seed: int = 0) -> Measurement:
+    """Runs the algorithm's deterministic policy for ``n_episodes`` (from the start states
+    of seeds ``seed``, ``seed + 1``...) and records the critic's Q(s, π(s)) and the
+    rewards, past the time limit by ``tail_steps(discount_factor)`` steps."""
+    import gymnasium as gym
+    import torch
+
+    env_name = algo.cfg.gym_env.env_name
+    limit = gym.spec(env_name).max_episode_steps
+    horizon = limit + tail_steps(discount_factor)
+    envs = [gym.make(env_name, max_episode_steps=horizon) for _ in range(n_episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    observations = np.zeros((n_episodes, horizon, obs.shape[1]), dtype=np.float32)
+    rewards = np.zeros((n_episodes, horizon), dtype=np.float64)
+    lengths = np.full(n_episodes, horizon)
+    alive = np.ones(n_episodes, dtype=bool)
+    actor, critic = algo.actor, critic_of(algo)
+    with torch.no_grad():
+        for t in range(horizon):
+            observations[alive, t] = obs[alive]
+            actions = actor.predict_action(torch.as_tensor(obs)).numpy()
+            for i in np.flatnonzero(alive):
+                next_obs, reward, terminated, truncated, _ = envs[i].step(actions[i])
+                rewards[i, t] = reward
+                obs[i] = next_obs
+                if terminated or truncated:
+                    alive[i] = False
+                    lengths[i] = t + 1
+            if not alive.any():
+                break
+        flat = torch.as_tensor(observations.reshape(-1, obs.shape[1]))
+        q_values = critic.predict_value(flat, actor.predict_action(flat)).reshape(n_episodes, horizon).numpy()
+    for env in envs:
+        env.close()
+    steps = np.arange(horizon)[None, :]
+    valid = steps < np.minimum(lengths, limit)[:, None]
+    return Measurement(np.where(valid, q_values, 0.0), rewards, valid)
+
+
+@dataclass
+class Run:
+    """One training run of one algorithm and seed, with a measurement at each evaluation."""
+
+    label: str
+    seed: int
+    env_name: str
+    steps: np.ndarray  # (E,) environment steps of each evaluation
+    returns: np.ndarray  # (E, nb_evals) evaluation returns
+    q_values: np.ndarray  # (E, N, T)
+    rewards: np.ndarray  # (E, N, T)
+    valid: np.ndarray  # (E, N, T)
+    seconds: float = 0.0
+    best_reward: float = field(default=-math.inf)
+
+
+def _run_config(algorithm: Algorithm, params: Mapping, seed: int):
+    import copy
+
+    from omegaconf import OmegaConf
+
+    params = copy.deepcopy(dict(params))
+    params["algorithm"] = {**params["algorithm"], "seed": seed}
+    params["base_dir"] = f"experiment/{params['gym_env']['env_name']}/{algorithm.label.lower()}-S{seed}"
+    params["plot_agents"] = False
+    params["verbose"] = False
+    return OmegaConf.create(params)
+
+
+def train_and_measure(algorithm: Algorithm, params: Mapping, seed: int, n_episodes: int = 5) -> Run:
+    """Trains ``algorithm`` with ``params`` and seed ``seed``, measuring the critic at
+    every evaluation (the work of one process of ``run_experiment``)."""
+    start = time.perf_counter()
+    cls, train = _load(algorithm)
+    cfg = _run_config(algorithm, params, seed)
+    algo = cls(cfg)
+    discount = float(cfg.algorithm.discount_factor)
+    measurements: list[Measurement] = []
+    # the same start states at every evaluation, different from the training and evaluation ones
+    algo.evaluation_hooks.append(lambda a: measurements.append(measure(a, discount, n_episodes, seed=10_000 + seed)))
+    train(algo)
+    return Run(
+        label=algorithm.label,
+        seed=seed,
+        env_name=cfg.gym_env.env_name,
+        steps=np.array([s for s, _ in algo.eval_history]),
+        returns=np.stack([r.numpy() for _, r in algo.eval_history]),
+        q_values=np.stack([m.q_values for m in measurements]),
+        rewards=np.stack([m.rewards for m in measurements]),
+        valid=np.stack([m.valid for m in measurements]),
+        seconds=time.perf_counter() - start,
+        best_reward=float(algo.best_reward),
+    )
+
+
+def check_algorithm(algorithm: Algorithm, params: Mapping) -> None:
+    """Trains ``algorithm`` for a few hundred steps on tiny networks, in this process, so
+    that an unfinished notebook fails here, with its name, not in a worker."""
+    from .checks import tiny_config
+
+    try:
+        cls, train = _load(algorithm)
+        cfg = tiny_config(params, eval_interval=160)
+        algo = cls(cfg)
+        algo.evaluation_hooks.append(lambda a: measure(a, float(cfg.algorithm.discount_factor), 1))
+        train(algo)
+    except NotImplementedError as error:
+        frame = error.__traceback__
+        while frame.tb_next is not None:
+            frame = frame.tb_next
+        raise RuntimeError(
+            f"{algorithm.label} ({Path(algorithm.notebook).name}): {frame.tb_frame.f_code.co_qualname} is not "
+            "written yet. Finish that notebook (its tests pass) before running the experiment."
+        ) from None
+    except Exception as error:
+        raise RuntimeError(
+            f"{algorithm.label} ({Path(algorithm.notebook).name}) failed on a short check run: "
+            f"{type(error).__name__}: {error}. Fix that notebook (its tests pass) before running the experiment."
+        ) from error
+
+
+def available_workers() -> int:
+    """The cores this process may use (one training run per core)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def run_experiment(
+    algorithms: Sequence[Algorithm],
+    params: Mapping,
+    seeds: Sequence[int],
+    n_episodes: int = 5,
+    workers: int | None = None,
+) -> dict[str, list[Run]]:
+    """Trains every algorithm with every seed, ``workers`` runs at a time (all the cores
+    by default; 0 runs them in this process), and returns ``{label: [Run per seed]}``.
+
+    Each algorithm is first checked on a short run, so that an unfinished notebook
+    fails at once with its name.
+    """
+    workers = available_workers() if workers is None else max(0, int(workers))
+    jobs = [(a, seed) for a in algorithms for seed in seeds]
+    results: dict[str, list[Run]] = {a.label: [] for a in algorithms}
+    start = time.perf_counter()
+    env_name = params["gym_env"]["env_name"]
+    print(f"{env_name}: {len(jobs)} runs ({len(algorithms)} algorithms x {len(seeds)} seeds), {max(workers, 1)} at a time")
+
+    def done(run: Run):
+        results[run.label].append(run)
+        finished = sum(len(r) for r in results.values())
+        print(
+            f"  {run.label:>5} seed {run.seed}: final return {run.returns[-1].mean():8.1f}, best {run.best_reward:8.1f}"
+            f" ({run.seconds:.0f} s) [{finished}/{len(jobs)}, {time.perf_counter() - start:.0f} s]",
+            flush=True,
+        )
+
+    if workers == 0:  # in this process (tests)
+        for algorithm in algorithms:
+            check_algorithm(algorithm, params)
+        for algorithm, seed in jobs:
+            done(train_and_measure(algorithm, params, seed, n_episodes))
+    else:
+        # Spawned processes: they start clean (no state, threads or displays of the notebook's kernel)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            for check in [pool.submit(check_algorithm, a, dict(params)) for a in algorithms]:
+                check.result()  # an unfinished notebook stops everything here, with its name
+            futures = {pool.submit(train_and_measure, a, dict(params), seed, n_episodes): (a, seed) for a, seed in jobs}
+            for future in as_completed(futures):
+                algorithm, seed = futures[future]
+                try:
+                    done(future.result())
+                except Exception as error:
+                    for other in futures:
+                        other.cancel()
+                    raise RuntimeError(
+                        f"{algorithm.label} seed {seed} ({Path(algorithm.notebook).name}) failed: "
+                        f"{type(error).__name__}: {error}"
+                    ) from error
+    for runs in results.values():
+        runs.sort(key=lambda run: run.seed)
+    return results
+
+
+# Summaries, statistics and plots ---------------------------------------------------
+
+
+def mean_and_ci(values, confidence: float = 0.95):
+    """Mean over seeds (axis 0) and the half-width of its Student-t confidence interval."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = values.mean(axis=0)
+    n = values.shape[0]
+    if n < 2:
+        return mean, np.zeros_like(mean)
+    sem = values.std(axis=0, ddof=1) / math.sqrt(n)
+    return mean, stats.t.ppf(0.5 + confidence / 2, n - 1) * sem
+
+
+def compare_final(summary: Mapping[str, Mapping[str, np.ndarray]], key: str, alpha: float = 0.05) -> str:
+    """Welch's t-test (BBRL's ``WelchTTest``) between the first two algorithms of
+    ``summary`` on ``key`` at the last evaluation (one value per seed); a sentence."""
+    from bbrl.stats import WelchTTest
+    from scipy.stats import ttest_ind
+
+    (label_a, a), (label_b, b) = list(summary.items())[:2]
+    x, y = np.asarray(a[key])[:, -1], np.asarray(b[key])[:, -1]
+    significant = bool(WelchTTest().run_test(x, y, alpha=alpha))
+    p_value = float(ttest_ind(x, y, equal_var=False).pvalue)
+    verdict = "significant" if significant else "not significant"
+    return (
+        f"{key} at the last evaluation: {label_a} {x.mean():.1f} ± {x.std(ddof=1):.1f}, "
+        f"{label_b} {y.mean():.1f} ± {y.std(ddof=1):.1f} (mean ± std over {len(x)} and {len(y)} seeds); "
+        f"Welch's t-test p = {p_value:.3f}: {verdict} at α = {alpha}"
+    )
+
+
+def plot_experiment(summary: Mapping[str, Mapping[str, np.ndarray]], env_name: str, path=None):
+    """Three panels over training: the critic's estimate and the true value, their
+    difference (the bias), and the evaluation return; means over seeds with 95 %
+    confidence bands. ``summary[label]`` holds ``steps`` (E,), and ``estimates``,
+    ``true_values`` and ``returns``, each (seeds, E). Saves to ``path`` if given."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.3))
+    seeds = sorted({np.asarray(s["estimates"]).shape[0] for s in summary.values()})
+    for index, (label, s) in enumerate(summary.items()):
+        color = f"C{index}"
+        steps = np.asarray(s["steps"])
+        estimates, true_values = np.asarray(s["estimates"]), np.asarray(s["true_values"])
+        panels = (
+            (axes[0], estimates, "-", f"{label}: critic's estimate"),
+            (axes[0], true_values, "--", f"{label}: true value"),
+            (axes[1], estimates - true_values, "-", label),
+            (axes[2], np.asarray(s["returns"]), "-", label),
+        )
+        for ax, values, style, name in panels:
+            mean, half_width = mean_and_ci(values)
+            ax.plot(steps, mean, style, color=color, label=name)
+            ax.fill_between(steps, mean - half_width, mean + half_width, color=color, alpha=0.2)
+    axes[1].axhline(0.0, color="black", linewidth=0.8)
+    titles = (
+        "Q(s, π(s)) and the discounted return",
+        "bias: estimate − true value",
+        "evaluation return",
+    )
+    for ax, title in zip(axes, titles):
+        ax.set_title(title)
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    n_seeds = " or ".join(str(n) for n in seeds)
+    fig.suptitle(f"{env_name}: DDPG against TD3, {n_seeds} seeds each (means, 95 % confidence bands)")
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90)
+    return fig
+
+
+#: The arrays of an experiment's summary, per algorithm
+SUMMARY_KEYS = ("seeds", "steps", "returns", "estimates", "true_values")
+
+
+def save_results(path, env_name: str, summary: Mapping[str, Mapping[str, np.ndarray]]) -> Path:
+    """Adds (or replaces) the summary of ``env_name`` in the ``.npz`` file at ``path``;
+    keys are ``<env_name>/<label>/<array>``."""
+    path = Path(path)
+    arrays = dict(load_results(path)) if path.exists() else {}
+    arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{env_name}/")}
+    for label, s in summary.items():
+        for key in SUMMARY_KEYS:
+            arrays[f"{env_name}/{label}/{key}"] = np.asarray(s[key])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_results(path) -> dict[str, np.ndarray]:
+    """The arrays of a results file written by ``save_results``."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def summaries(results: Mapping[str, np.ndarray]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """``{env_name: {label: {array: values}}}`` from the flat arrays of ``load_results``."""
+    nested: dict = {}
+    for key, values in results.items():
+        env_name, label, name = key.split("/")
+        nested.setdefault(env_name, {}).setdefault(label, {})[name] = values
+    return nested
+
+
+def report(summary: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    """The bias of each algorithm and the Welch t-tests between them, in sentences."""
+    lines = []
+    for label, s in summary.items():
+        bias = np.asarray(s["estimates"]) - np.asarray(s["true_values"])
+        lines.append(
+            f"{label}: bias (estimate - true value) averaged over training {bias.mean():+.1f}, "
+            f"over its second half {bias[:, bias.shape[1] // 2:].mean():+.1f}, at the last evaluation {bias[:, -1].mean():+.1f}"
+        )
+    biases = {label: {"bias": np.asarray(s["estimates"]) - np.asarray(s["true_values"])} for label, s in summary.items()}
+    lines.append(compare_final(biases, "bias"))
+    for key in ("estimates", "true_values", "returns"):
+        lines.append(compare_final(summary, key))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python -m bbrl_course.experiment RESULTS.npz``: the report of every environment."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    if not args.results.is_file():
+        print(f"{args.results}: no such file (the experiment notebook writes it)")
+        return 1
+    for env_name, summary in summaries(load_results(args.results)).items():
+        seeds = sorted({len(s["seeds"]) for s in summary.values()})
+        steps = max(int(s["steps"][-1]) for s in summary.values())
+        print(f"{env_name} ({' or '.join(map(str, seeds))} seeds, {steps} steps):")
+        for line in report(summary).splitlines():
+            print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

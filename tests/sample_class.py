@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 
 REPO = Path(__file__).resolve().parent.parent
-DDPG, TD3 = "01-ddpg", "02-td3"
+DDPG, TD3, EXPERIMENT = "01-ddpg", "02-td3", "03-experiment"
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Sample:
     file: str | None = None  # another file name, or "" for no file
     raw: str | None = None  # the file's content as is (not a notebook)
     trains: bool = False  # runs the TD3 learning test (about 75 s)
+    results: str | None = "complete"  # the experiment's results file handed in (see write_results)
 
 
 DDPG_TESTS = ("test_critic_loss_is_a_scalar", "test_critic_loss_value", "test_critic_loss_hidden",
@@ -53,6 +54,7 @@ TD3_TESTS = ("test_ddpg_functions", "test_td3_networks", "test_smoothing_bounds"
              "test_td3_critic_loss_value", "test_td3_critic_loss_hidden", "test_update_targets",
              "test_delayed_updates", "test_delayed_updates_hidden", "test_td3_learns")
 CRITIC_LOSS = ("test_critic_loss_value", "test_critic_loss_hidden")
+RETURNS_TESTS = ("test_discounted_returns_value", "test_discounted_returns_hidden")
 
 SAMPLES = [
     # --- DDPG: the reference, the blank release, correct rewrites
@@ -185,6 +187,50 @@ SAMPLES = [
     Sample("bug-target-actor-frozen", TD3, "update_targets forgets the target actor",
            loses=("test_update_targets",), trains=True, edits=[
                Edit("td3-update-targets", "    soft_update_params(td3.actor, td3.target_actor, tau)\n", "")]),
+    # --- The experiment: discounted_returns, and the results file handed in with the notebook
+    Sample("exp-solution", EXPERIMENT, "the solution, with its results"),
+    Sample("exp-blank", EXPERIMENT, "the release, not filled in, no results", blank=True, results=None,
+           loses=(*RETURNS_TESTS, "test_experiment_results")),
+    Sample("exp-rewritten", EXPERIMENT, "correct, written differently: a list of returns, stacked", edits=[
+        Edit("experiment-discounted-returns",
+             "    returns = torch.zeros_like(rewards)\n"
+             "    running = torch.zeros_like(rewards[..., 0])\n"
+             "    # Backwards: the return at t needs the return at t+1\n"
+             "    for t in reversed(range(rewards.shape[-1])):\n"
+             "        running = rewards[..., t] + discount_factor * running\n"
+             "        returns[..., t] = running\n"
+             "    return returns",
+             "    future = 0.0\n"
+             "    returns = []\n"
+             "    for reward in rewards.unbind(-1)[::-1]:\n"
+             "        future = reward + discount_factor * future\n"
+             "        returns.append(future)\n"
+             "    return torch.stack(returns[::-1], dim=-1)")]),
+    Sample("bug-returns-forward", EXPERIMENT, "accumulates the returns forwards in time", loses=RETURNS_TESTS, edits=[
+        Edit("experiment-discounted-returns", "    for t in reversed(range(rewards.shape[-1])):",
+             "    for t in range(rewards.shape[-1]):")]),
+    Sample("bug-returns-discounts-first", EXPERIMENT, "discounts the first reward too: G_t = γ (r_t + G_t+1)",
+           loses=RETURNS_TESTS, edits=[
+               Edit("experiment-discounted-returns", "running = rewards[..., t] + discount_factor * running",
+                    "running = discount_factor * (rewards[..., t] + running)")]),
+    # right on one episode (the visible test), wrong with leading dimensions
+    Sample("bug-returns-time-first", EXPERIMENT, "runs over the first dimension, not time (the last)",
+           loses=("test_discounted_returns_hidden",), edits=[
+               Edit("experiment-discounted-returns",
+                    "    running = torch.zeros_like(rewards[..., 0])\n"
+                    "    # Backwards: the return at t needs the return at t+1\n"
+                    "    for t in reversed(range(rewards.shape[-1])):\n"
+                    "        running = rewards[..., t] + discount_factor * running\n"
+                    "        returns[..., t] = running",
+                    "    running = torch.zeros_like(rewards[0])\n"
+                    "    for t in reversed(range(rewards.shape[0])):\n"
+                    "        running = rewards[t] + discount_factor * running\n"
+                    "        returns[t] = running")]),
+    Sample("exp-no-results", EXPERIMENT, "the notebook without its results file", results=None,
+           loses=("test_experiment_results",)),
+    Sample("exp-ddpg-only", EXPERIMENT, "results of DDPG only", results="ddpg-only", loses=("test_experiment_results",)),
+    Sample("exp-three-seeds", EXPERIMENT, "results of three seeds of five", results="three-seeds",
+           loses=("test_experiment_results",)),
 ]
 
 SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*\n", re.M)
@@ -241,6 +287,39 @@ def write_sample(sample: Sample, submitted: Path) -> Path:
     for edit in sample.edits:
         _apply(notebook, edit, sample.student)
     nbformat.write(notebook, str(path))
+    if sample.assignment == EXPERIMENT and sample.results is not None:
+        write_results(folder / RESULTS_FILE, sample.results)
+    return path
+
+
+RESULTS_FILE = "03-experiment-results.npz"
+EXPERIMENT_ENVS = ("Pendulum-v1", "LunarLanderContinuous-v3")
+
+
+def write_results(path: Path, kind: str = "complete", n_evals: int = 4) -> Path:
+    """A results file of the shape the experiment writes (save_results), with made-up values:
+    the test of the results file checks what was run (algorithms, seeds, shapes), not values.
+    ``kind``: "complete", "ddpg-only", or "three-seeds"."""
+    import numpy as np
+
+    from bbrl_course.experiment import save_results
+
+    rng = np.random.default_rng(0)
+    seeds = [1, 2, 3] if kind == "three-seeds" else [1, 2, 3, 4, 5]
+    labels = ("DDPG",) if kind == "ddpg-only" else ("DDPG", "TD3")
+    for env_name in EXPERIMENT_ENVS:
+        shape = (len(seeds), n_evals)
+        summary = {
+            label: {
+                "seeds": np.array(seeds),
+                "steps": np.arange(n_evals) * 400,
+                "returns": rng.uniform(-1500, -150, shape),
+                "estimates": rng.uniform(-300, 0, shape),
+                "true_values": rng.uniform(-300, 0, shape),
+            }
+            for label in labels
+        }
+        save_results(path, env_name, summary)
     return path
 
 

@@ -62,7 +62,7 @@ def test_each_sample_gets_exactly_its_expected_scores(graded, student):
 
 def test_every_autograded_test_is_lost_by_a_buggy_sample():
     # a test that no wrong implementation fails is a defect
-    for assignment in (sample_class.DDPG, sample_class.TD3):
+    for assignment in (sample_class.DDPG, sample_class.TD3, sample_class.EXPERIMENT):
         tests = {t for t in _max_scores(assignment) if t.startswith("test_")}
         lost = {t for s in sample_class.SAMPLES if s.assignment == assignment and not s.blank for t in s.loses}
         assert tests <= lost, f"{assignment}: no buggy sample loses {sorted(tests - lost)}"
@@ -110,7 +110,7 @@ def test_failed_hidden_tests_still_say_why_in_the_feedback(graded, course_root):
 
 
 def test_csv_has_a_column_per_test_and_a_row_per_student(graded, course_root):
-    for assignment in (sample_class.DDPG, sample_class.TD3):
+    for assignment in (sample_class.DDPG, sample_class.TD3, sample_class.EXPERIMENT):
         with (course_root / "grades" / f"{assignment}.csv").open(newline="") as f:
             rows = {row["student"]: row for row in csv.DictReader(f)}
         assert set(rows) == {s for s, a in graded}

@@ -28,7 +28,7 @@ ALL_NOTEBOOKS = sorted(p for d in ("solutions", "notebooks") for p in (REPO / d)
 
 
 def test_there_are_solution_notebooks():
-    assert [p.name for p in SOLUTION_NOTEBOOKS] == ["01-ddpg.ipynb", "02-td3.ipynb"]
+    assert [p.name for p in SOLUTION_NOTEBOOKS] == ["01-ddpg.ipynb", "02-td3.ipynb", "03-experiment.ipynb"]
 
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -60,6 +60,14 @@ class Validated:
     workdir: Path
     results: dict
     executed: nbformat.NotebookNode
+    name: str
+
+    @property
+    def is_experiment(self) -> bool:
+        return self.name == "03-experiment"
+
+    def texts(self) -> list[str]:
+        return [o.get("text", "") for c in self.executed.cells if c.cell_type == "code" for o in c.outputs]
 
 
 @pytest.fixture(scope="module", params=SOLUTION_NOTEBOOKS, ids=lambda p: p.name)
@@ -68,10 +76,13 @@ def executed(request, tmp_path_factory):
     path = request.param
     workdir = tmp_path_factory.mktemp(path.stem)
     shutil.copy(path, workdir / path.name)
-    with environ(BBRL_COURSE_FAST=None, BBRL_COURSE_OUTPUTS=None, MPLBACKEND=INLINE_BACKEND):
+    # BBRL_COURSE_NOTEBOOKS: the experiment notebook trains the solutions' DDPG and TD3
+    with environ(
+        BBRL_COURSE_FAST=None, BBRL_COURSE_OUTPUTS=None, MPLBACKEND=INLINE_BACKEND, BBRL_COURSE_NOTEBOOKS=str(SOLUTIONS)
+    ):
         validator = _KeepingValidator(config=course.load_config())
         results = validator.validate(str(workdir / path.name))  # runs in workdir: outputs/ lands there
-    return Validated(workdir, results, validator.executed)
+    return Validated(workdir, results, validator.executed, path.stem)
 
 
 def test_passes_nbgrader_validation(executed):
@@ -103,7 +114,13 @@ def _training_runs(executed):
     return sorted(p for p in outputs.rglob("evaluations.csv") if "checks" not in p.relative_to(outputs).parts)
 
 
+def _training_notebook(executed):
+    if executed.is_experiment:
+        pytest.skip("the experiment notebook's runs are checked by test_experiment_*")
+
+
 def test_logs_evaluation_returns(executed):
+    _training_notebook(executed)
     runs = _training_runs(executed)
     assert runs, "no evaluations.csv written"
     for csv_path in runs:
@@ -119,6 +136,7 @@ def test_logs_evaluation_returns(executed):
 
 
 def test_writes_plots(executed):
+    _training_notebook(executed)
     for run in _training_runs(executed):
         assert (run.parent / "learning_curve.png").stat().st_size > 1000
         assert list((run.parent / "plots").glob("best-*.png")), f"no policy/critic plot in {run.parent}"
@@ -129,6 +147,7 @@ def test_writes_plots(executed):
 
 
 def test_video_written_or_skipped_with_a_message(executed):
+    _training_notebook(executed)
     videos = list((executed.workdir / "outputs").rglob("best_agent.mp4"))
     texts = [
         o.get("text", "") for c in executed.executed.cells if c.cell_type == "code" for o in c.outputs
@@ -138,3 +157,44 @@ def test_video_written_or_skipped_with_a_message(executed):
         assert any("Video of the policy written to" in t for t in texts)
     else:
         assert any(t.startswith("Video skipped:") for t in texts), "no video and no message saying why"
+
+
+def _experiment(executed):
+    if not executed.is_experiment:
+        pytest.skip("not the experiment notebook")
+
+
+def test_experiment_results_hold_every_algorithm_seed_and_environment(executed):
+    from bbrl_course.experiment import load_results, summaries
+
+    _experiment(executed)
+    results = summaries(load_results(executed.workdir / "03-experiment-results.npz"))
+    assert sorted(results) == ["LunarLanderContinuous-v3", "Pendulum-v1"]
+    for env_name, summary in results.items():
+        assert sorted(summary) == ["DDPG", "TD3"]
+        for label, arrays in summary.items():
+            assert arrays["seeds"].tolist() == [1, 2, 3, 4, 5], (env_name, label)
+            n_evals = len(arrays["steps"])
+            assert n_evals >= 3 and arrays["steps"][0] == 0
+            for key in ("returns", "estimates", "true_values"):
+                assert arrays[key].shape == (5, n_evals), (env_name, label, key)
+        if env_name == "Pendulum-v1":  # rewards in [-16.3, 0]: values in [-16.3 / (1 - γ), 0]
+            for arrays in summary.values():
+                assert (arrays["true_values"] <= 0).all() and (arrays["true_values"] > -16.3 / 0.02).all()
+
+
+def test_experiment_runs_seeds_in_parallel_and_shows_figures_and_tests(executed):
+    from bbrl_course.experiment import available_workers
+
+    _experiment(executed)
+    text = "\n".join(executed.texts())
+    assert f"10 runs (2 algorithms x 5 seeds), {available_workers()} at a time" in text
+    assert text.count("Welch's t-test p =") == 8, "4 Welch t-tests per environment"
+    assert "fast mode: tiny budgets, meaningless results" in text
+    for env_name in ("Pendulum-v1", "LunarLanderContinuous-v3"):
+        figure = executed.workdir / "outputs" / "experiment" / f"bias-{env_name}.png"
+        assert figure.stat().st_size > 20_000, figure
+    images = [
+        o for c in executed.executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})
+    ]
+    assert len(images) == 2, "one figure per environment, and nothing else shown (the loaded notebooks stay quiet)"

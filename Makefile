@@ -7,6 +7,7 @@
 #   make grade    grade autograder/submitted/ (STUDENT=id, ASSIGNMENT=name to narrow)
 #   make test     set up, then run the test suite
 #   make bench    set up (with the benchmark extras), then run the benchmarks
+#   make figure   run the experiment notebook in full, regenerate docs/bias-*.png (about 45 min)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -17,7 +18,7 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup test demo bench release handout grade clean
+.PHONY: setup test demo bench release handout grade figure clean
 
 setup: $(STAMP)
 
@@ -65,6 +66,17 @@ handout: setup
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/grading.py
 	$(PY) benchmarks/learning.py
+
+# The experiment's figures and results (docs/), from a full run of the solution
+# notebook 03-experiment with the solution DDPG and TD3 (about 45 min on 2 cores)
+FIGURE_RUN := outputs/figure
+figure: setup
+	rm -rf $(FIGURE_RUN)
+	BBRL_COURSE_NOTEBOOKS=$(CURDIR)/solutions $(PY) autograder/run_notebooks.py --timeout -1 --outputs $(FIGURE_RUN) solutions/03-experiment.ipynb
+	mkdir -p docs
+	cp $(FIGURE_RUN)/03-experiment/outputs/experiment/bias-*.png docs/
+	cp $(FIGURE_RUN)/03-experiment/03-experiment-results.npz docs/experiment-results.npz
+	$(PY) -m bbrl_course.experiment docs/experiment-results.npz | tee docs/experiment-results.txt
 
 clean:
 	rm -rf outputs .pytest_cache

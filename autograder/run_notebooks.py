@@ -1,6 +1,6 @@
 """Executes notebooks headlessly through a Jupyter kernel, as a student's "Run all" would.
 
-    python autograder/run_notebooks.py [--fast] [--outputs DIR] NOTEBOOK...
+    python autograder/run_notebooks.py [--fast] [--outputs DIR] [--timeout S] NOTEBOOK...
 
 Each notebook runs in its own working directory under DIR (``outputs/executed``
 by default), so that its logs, plots and video land there; the executed copy is
@@ -69,7 +69,7 @@ def execute_notebook(
     With ``allow_errors``, a failing cell does not stop the run (as a student's
     "Run all" that goes on): the errors are in the executed notebook's outputs.
     """
-    path, workdir = Path(path), Path(workdir)
+    path, workdir = Path(path), Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     notebook = nbformat.read(str(path), as_version=4)
     client = NotebookClient(
@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--fast", action="store_true", help="fast mode (small training budgets)")
     parser.add_argument("--outputs", type=Path, default=REPO / "outputs" / "executed")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell (-1: no limit)")
     args = parser.parse_args(argv)
     failed = 0
     for path in args.notebooks:
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
             print(f"{path}: no such notebook")
             failed += 1
             continue
-        result = execute_notebook(path, args.outputs / path.stem, fast=args.fast)
+        result = execute_notebook(path, args.outputs / path.stem, fast=args.fast, timeout=args.timeout)
         status = "ok" if result.ok else "FAILED"
         print(f"{path}: {status} in {result.seconds:.0f} s (outputs in {result.workdir})", flush=True)
         outputs = result.workdir / "outputs"

@@ -384,9 +384,13 @@ def plot_experiment(summary: Mapping[str, Mapping[str, np.ndarray]], env_name: s
             ax.plot(steps, mean, style, color=color, label=name)
             ax.fill_between(steps, mean - half_width, mean + half_width, color=color, alpha=0.2)
     axes[1].axhline(0.0, color="black", linewidth=0.8)
+    # An untrained critic outputs about 0 while the true values are far from it (Pendulum's
+    # rewards are all negative): a bias of hundreds at first, of a few units after learning.
+    # A symmetric log scale shows both; it is linear within ±10.
+    axes[1].set_yscale("symlog", linthresh=10)
     titles = (
         "Q(s, π(s)) and the discounted return",
-        "bias: estimate − true value",
+        "bias: estimate − true value (linear within ±10, log beyond)",
         "evaluation return",
     )
     for ax, title in zip(axes, titles):
@@ -455,11 +459,13 @@ def report(summary: Mapping[str, Mapping[str, np.ndarray]]) -> str:
 
 
 def main(argv=None) -> int:
-    """``python -m bbrl_course.experiment RESULTS.npz``: the report of every environment."""
+    """``python -m bbrl_course.experiment RESULTS.npz [--figures DIR]``: the report of every
+    environment, and its figure ``DIR/bias-<env>.png`` (the notebook's figure)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("results", type=Path)
+    parser.add_argument("--figures", type=Path, help="write the figure of each environment in this folder")
     args = parser.parse_args(argv)
     if not args.results.is_file():
         print(f"{args.results}: no such file (the experiment notebook writes it)")
@@ -470,6 +476,15 @@ def main(argv=None) -> int:
         print(f"{env_name} ({' or '.join(map(str, seeds))} seeds, {steps} steps):")
         for line in report(summary).splitlines():
             print(f"  {line}")
+        if args.figures is not None:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            path = args.figures / f"bias-{env_name}.png"
+            plt.close(plot_experiment(summary, env_name, path))
+            print(f"  figure: {path}")
     return 0
 
 

@@ -179,3 +179,29 @@ def test_runs_every_algorithm_and_seed_with_a_measurement_per_evaluation(tmp_pat
     out = capsys.readouterr().out
     assert "Pendulum-v1: 4 runs (2 algorithms x 2 seeds)" in out and "TD3 seed 2: final return" in out
     assert "Figure(" not in out, "what the loaded notebooks print is not shown"
+
+
+def test_make_figure_draws_each_environment_from_the_results_file(tmp_path, capsys):
+    from bbrl_course.experiment import main
+
+    path = tmp_path / "results.npz"
+    save_results(path, "Pendulum-v1", _summary(seeds=range(1, 6), bias=(8.0, -1.0)))
+    save_results(path, "LunarLanderContinuous-v3", _summary(seeds=range(1, 6), bias=(30.0, 2.0)))
+    assert main([str(path), "--figures", str(tmp_path / "docs")]) == 0
+    out = capsys.readouterr().out
+    assert "Pendulum-v1 (5 seeds, 3000 steps):" in out and "LunarLanderContinuous-v3 (5 seeds" in out
+    for env_name in ("Pendulum-v1", "LunarLanderContinuous-v3"):
+        assert (tmp_path / "docs" / f"bias-{env_name}.png").stat().st_size > 20_000
+    assert main([str(tmp_path / "missing.npz")]) == 1
+    assert "missing.npz: no such file (the experiment notebook writes it)" in capsys.readouterr().out
+
+
+def test_committed_figures_and_results_are_those_the_readme_shows():
+    readme = (REPO / "README.md").read_text()
+    results = summaries(load_results(REPO / "docs" / "experiment-results.npz"))
+    for env_name, summary in results.items():
+        assert f"docs/bias-{env_name}.png" in readme
+        assert (REPO / "docs" / f"bias-{env_name}.png").stat().st_size > 20_000
+        assert {len(s["seeds"]) for s in summary.values()} == {5} and sorted(summary) == ["DDPG", "TD3"]
+    assert sorted(results) == ["LunarLanderContinuous-v3", "Pendulum-v1"]
+    assert (REPO / "docs" / "experiment-results.txt").read_text().startswith("Pendulum-v1 (5 seeds, 15008 steps):")

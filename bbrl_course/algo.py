@@ -38,6 +38,7 @@ __all__ = [
     "Logger",
     "RLBase",
     "EpochBasedAlgo",
+    "critic_of",
     "iter_replay_buffers",
     "setup_optimizer",
     "EVALUATIONS_CSV",
@@ -252,6 +253,13 @@ class EpochBasedAlgo(RLBase):
         return torch.as_tensor(space.low, dtype=torch.float32), torch.as_tensor(
             space.high, dtype=torch.float32
         )
+
+
+def critic_of(algo):
+    """The critic that is plotted and whose bias is measured: DDPG's critic, TD3's first
+    critic (the one its actor follows); None if it has neither."""
+    critic = getattr(algo, "critic_1", None)
+    return critic if critic is not None else getattr(algo, "critic", None)
 
 
 def iter_replay_buffers(algo: EpochBasedAlgo) -> Iterator[ReplayBuffer]:

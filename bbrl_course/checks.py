@@ -22,6 +22,7 @@ __all__ = [
     "count_updates",
     "filled_linear",
     "learning_check_config",
+    "raising_function",
     "records_autograd",
     "shape_of",
     "stand_in_td3",
@@ -45,10 +46,7 @@ def checking(name: str):
         yield
     except NotImplementedError as error:
         # name the function whose stub raised (it may be one that ``name`` calls)
-        frame = error.__traceback__
-        while frame.tb_next is not None:
-            frame = frame.tb_next
-        stub = frame.tb_frame.f_code.co_qualname
+        stub = raising_function(error)
         if stub in ("<module>", "checking"):
             stub = name
         raise AssertionError(
@@ -58,6 +56,14 @@ def checking(name: str):
         raise
     except Exception as error:
         raise AssertionError(f"{name} raised {type(error).__name__}: {error}") from error
+
+
+def raising_function(error: BaseException) -> str:
+    """The qualified name of the function where ``error`` was raised (a stub's name)."""
+    frame = error.__traceback__
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_code.co_qualname
 
 
 def shape_of(value) -> str:

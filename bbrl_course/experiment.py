@@ -35,6 +35,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .algo import critic_of
+
 __all__ = [
     "Algorithm",
     "Measurement",
@@ -112,12 +114,6 @@ def _load(algorithm: Algorithm):
     if missing:
         raise AttributeError(f"{Path(path).name} defines no {' or '.join(missing)} (needed for {algorithm.label})")
     return getattr(module, algorithm.cls), getattr(module, algorithm.train)
-
-
-def critic_of(algo):
-    """The critic whose bias is measured: DDPG's critic, TD3's first critic."""
-    critic = getattr(algo, "critic_1", None)
-    return critic if critic is not None else algo.critic
 
 
 def tail_steps(discount_factor: float, tolerance: float = 0.01) -> int:
@@ -236,9 +232,9 @@ def train_and_measure(algorithm: Algorithm, params: Mapping, seed: int, n_episod
 
 
 def check_algorithm(algorithm: Algorithm, params: Mapping) -> None:
-    """Trains ``algorithm`` for a few hundred steps on tiny networks, in this process, so
-    that an unfinished notebook fails here, with its name, not in a worker."""
-    from .checks import tiny_config
+    """Trains ``algorithm`` for a few hundred steps on tiny networks, before the real runs,
+    so that an unfinished notebook fails at once, with its name and the stub's."""
+    from .checks import raising_function, tiny_config
 
     try:
         cls, train = _load(algorithm)
@@ -247,11 +243,8 @@ def check_algorithm(algorithm: Algorithm, params: Mapping) -> None:
         algo.evaluation_hooks.append(lambda a: measure(a, float(cfg.algorithm.discount_factor), 1))
         train(algo)
     except NotImplementedError as error:
-        frame = error.__traceback__
-        while frame.tb_next is not None:
-            frame = frame.tb_next
         raise RuntimeError(
-            f"{algorithm.label} ({Path(algorithm.notebook).name}): {frame.tb_frame.f_code.co_qualname} is not "
+            f"{algorithm.label} ({Path(algorithm.notebook).name}): {raising_function(error)} is not "
             "written yet. Finish that notebook (its tests pass) before running the experiment."
         ) from None
     except Exception as error:

@@ -80,10 +80,12 @@ def state_grid(env_name: str, observation_space, definition: int = 50):
 def plot_agent(algo, path, definition: int = 50):
     """Draws the best policy's action and its Q-value over the state grid.
 
-    Uses ``algo.actor`` and ``algo.critic`` (or ``algo.critic_1`` for TD3).
+    Uses ``algo.actor`` and ``critic_of(algo)`` (DDPG's critic, TD3's first critic).
     """
+    from .algo import critic_of
+
     actor = algo.actor
-    critic = getattr(algo, "critic", None) or getattr(algo, "critic_1", None)
+    critic = critic_of(algo)
     space = algo.eval_env.get_observation_space()
     obs, (x, y), (xlabel, ylabel) = state_grid(algo.cfg.gym_env.env_name, space, definition)
     with torch.no_grad():

@@ -62,12 +62,13 @@ class Execution:
 
 
 def execute_notebook(
-    path, workdir, fast: bool = True, timeout: int = 600, allow_errors: bool = False
+    path, workdir, fast: bool = True, timeout: int = 600, allow_errors: bool = False, kernel_name: str = "python3"
 ) -> Execution:
     """Runs every cell of the notebook at ``path`` with ``workdir`` as working directory.
 
     With ``allow_errors``, a failing cell does not stop the run (as a student's
     "Run all" that goes on): the errors are in the executed notebook's outputs.
+    ``kernel_name`` names the Jupyter kernel (another Python environment).
     """
     path, workdir = Path(path), Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ def execute_notebook(
     client = NotebookClient(
         notebook,
         timeout=timeout,
-        kernel_name="python3",
+        kernel_name=kernel_name,
         allow_errors=allow_errors,
         resources={"metadata": {"path": str(workdir)}},
     )

@@ -16,7 +16,12 @@ from .config import fast_mode, make_config
 from .notebook import in_colab, setup_tensorboard, show_source
 from .plots import plot_agent, plot_learning_curve
 
-__version__ = "0.1.0"
+try:  # the version in pyproject.toml, as installed
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("bbrl-course")
+except PackageNotFoundError:  # imported from a checkout that is not installed
+    __version__ = "unknown"
 
 __all__ = [
     "AddGaussianNoise",

@@ -3,6 +3,23 @@
 A test cell calls the student's function inside ``checking(name)``: a stub that
 is not written yet, or an exception, becomes an ``AssertionError`` that names
 the function and says what to do, instead of a bare traceback.
+
+How tests compare results (the course's one rule; no test compares by hand):
+
+- ``close(result, expected)`` for every computed value. It accepts what a correct
+  function may reasonably return: any floating dtype (float32 for float64 inputs,
+  or the reverse), any device, a view or a copy, a contiguous tensor or not, and
+  a 0-dim tensor or a Python number where the expected value is a scalar. It compares in float64 on the CPU, with ``rtol=1e-4`` and
+  ``atol=1e-5`` (float32 round-off, far below any mistake the tests look for),
+  and is never true for a different shape or a NaN. It never raises: a test
+  checks the shape first, with its own message, then the values.
+- ``unchanged(tensors, snapshots)`` where a test checks that something was NOT
+  modified (the trained network, an argument): exact equality, since "not
+  modified" admits no tolerance.
+- What a function's docstring promises (a shape, a scalar tensor, an update in
+  place, arguments left unmodified) is checked with a message that names it; what
+  it does not promise (dtype, device, contiguity, in place or not for a result)
+  is accepted either way.
 """
 
 from __future__ import annotations
@@ -19,6 +36,7 @@ __all__ = [
     "LEARNING_THRESHOLD",
     "UpdateCounter",
     "checking",
+    "close",
     "count_updates",
     "filled_linear",
     "learning_check_config",
@@ -27,6 +45,7 @@ __all__ = [
     "shape_of",
     "stand_in_td3",
     "tiny_config",
+    "unchanged",
 ]
 
 #: The TD3 learning test: training steps and seed of the grading configuration, and the
@@ -64,6 +83,39 @@ def raising_function(error: BaseException) -> str:
     while frame.tb_next is not None:
         frame = frame.tb_next
     return frame.tb_frame.f_code.co_qualname
+
+
+#: Tolerances of ``close``: float32 round-off passes, any mistake the tests look for does not
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _as_float64(value) -> torch.Tensor | None:
+    """A float64 CPU tensor of ``value`` (tensor, array or number), or None if it is not numeric."""
+    try:
+        if isinstance(value, torch.Tensor):
+            return value.detach().to(device="cpu", dtype=torch.float64)
+        return torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def close(result, expected, rtol: float = RTOL, atol: float = ATOL) -> bool:
+    """Whether ``result`` equals ``expected`` within float32 round-off, whatever its dtype,
+    device or memory layout; False (never an error) for a different shape, a NaN or a
+    value that is not a number. A scalar ``expected`` also accepts a Python number."""
+    got, want = _as_float64(result), _as_float64(expected)
+    if got is None or want is None or got.shape != want.shape:
+        return False
+    return bool(torch.isclose(got, want, rtol=rtol, atol=atol).all())
+
+
+def unchanged(tensors, snapshots) -> bool:
+    """Whether every tensor equals its snapshot exactly (``snapshot`` taken with
+    ``.detach().clone()`` before the call): for what a function must not modify."""
+    tensors, snapshots = list(tensors), list(snapshots)
+    return len(tensors) == len(snapshots) and all(
+        t.shape == s.shape and torch.equal(t.detach().cpu(), s.detach().cpu()) for t, s in zip(tensors, snapshots)
+    )
 
 
 def shape_of(value) -> str:

@@ -420,6 +420,50 @@ def save_results(path, env_name: str, summary: Mapping[str, Mapping[str, np.ndar
     return path
 
 
+#: The arrays of a Run, saved by ``save_runs``
+RUN_ARRAYS = ("steps", "returns", "q_values", "rewards", "valid")
+
+
+def save_runs(path, env_name: str, runs: Mapping[str, Sequence[Run]]) -> Path:
+    """Adds (or replaces) every measurement of the runs on ``env_name`` in the ``.npz`` file
+    at ``path`` (keys ``<env_name>/<label>/<seed>/<array>``): the experiment's raw data,
+    saved before any analysis, so that no failure afterwards can lose the runs."""
+    path = Path(path)
+    arrays = dict(load_results(path)) if path.exists() else {}
+    arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{env_name}/")}
+    for label, seed_runs in runs.items():
+        for run in seed_runs:
+            prefix = f"{env_name}/{label}/{run.seed}/"
+            for key in RUN_ARRAYS:
+                arrays[prefix + key] = np.asarray(getattr(run, key))
+            arrays[prefix + "scalars"] = np.array([run.seconds, run.best_reward])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_runs(path, env_name: str) -> dict[str, list[Run]]:
+    """The runs on ``env_name`` saved by ``save_runs``: ``{label: [Run per seed]}``, by seed."""
+    arrays = load_results(path)
+    found: dict[str, dict[int, dict]] = {}
+    for key, values in arrays.items():
+        env, label, seed, name = key.split("/")
+        if env == env_name:
+            found.setdefault(label, {}).setdefault(int(seed), {})[name] = values
+    if not found:
+        raise KeyError(f"{path} holds no runs on {env_name}: run the experiment on it first")
+    return {
+        label: [
+            Run(label=label, seed=seed, env_name=env_name, **{k: data[k] for k in RUN_ARRAYS},
+                seconds=float(data["scalars"][0]), best_reward=float(data["scalars"][1]))
+            for seed, data in sorted(by_seed.items())
+        ]
+        for label, by_seed in found.items()
+    }
+
+
 def load_results(path) -> dict[str, np.ndarray]:
     """The arrays of a results file written by ``save_results``."""
     with np.load(Path(path), allow_pickle=False) as data:
@@ -433,6 +477,19 @@ def summaries(results: Mapping[str, np.ndarray]) -> dict[str, dict[str, dict[str
         env_name, label, name = key.split("/")
         nested.setdefault(env_name, {}).setdefault(label, {})[name] = values
     return nested
+
+
+def load_summary(path, env_name: str) -> dict[str, dict[str, np.ndarray]]:
+    """The summary of ``env_name`` in the results file at ``path``; an error that says what
+    to run when it is not there yet."""
+    path = Path(path)
+    found = summaries(load_results(path)) if path.is_file() else {}
+    if env_name not in found:
+        raise FileNotFoundError(
+            f"no results of {env_name} in {path}: run the experiment on it first (run_and_save), "
+            "or summarize_and_save if its runs are saved"
+        )
+    return found[env_name]
 
 
 def report(summary: Mapping[str, Mapping[str, np.ndarray]]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import course
+from autograder import course, setup_cell
 from autograder.run_notebooks import environ, execute_notebook
 from conftest import REPO, SOLUTIONS
 
@@ -188,8 +188,8 @@ def test_install_cell_does_nothing_when_everything_is_there(monkeypatch):
     assert calls == []
 
 
-def test_install_cell_installs_what_is_missing(monkeypatch):
-    import importlib.util
+def test_install_cell_installs_what_is_missing_or_at_another_version(monkeypatch):
+    import importlib.metadata
     import subprocess
 
     setup = next(c.source for c in _cells(NOTEBOOKS / "01-ddpg.ipynb") if "def install_missing" in c.source)
@@ -198,11 +198,39 @@ def test_install_cell_installs_what_is_missing(monkeypatch):
     exec(setup, namespace)
     calls = []
     monkeypatch.setattr(subprocess, "check_call", lambda command: calls.append(command))
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda m: None if m in ("omegaconf", "bbrl") else find_spec(m))
+    version = importlib.metadata.version
+    # Colab: moviepy 1 and its own numpy; no omegaconf, bbrl or course module
+    colab = {"moviepy": "1.0.3", "numpy": "2.0.2"}
+
+    def colab_version(distribution):
+        if distribution in ("omegaconf", "bbrl", "bbrl-course"):
+            raise importlib.metadata.PackageNotFoundError(distribution)
+        return colab.get(distribution) or version(distribution)
+
+    monkeypatch.setattr(importlib.metadata, "version", colab_version)
     namespace["install_missing"]()
-    assert [c[-1] for c in calls] == ["omegaconf==2.4.0", "bbrl==1.0.1"]
+    assert len(calls) == 2
+    assert [c for c in calls[0] if "==" in c] == ["omegaconf==2.4.0", "moviepy==2.2.1"], "numpy: any version will do"
+    course_version = setup_cell.course_version()
+    assert calls[1][-2:] == ["bbrl==1.0.1", f"bbrl-course @ git+{course.repository_url()}@v{course_version}"]
     assert "--no-deps" in calls[1] and "--no-deps" not in calls[0]
+
+
+def test_install_cell_is_one_source_written_by_make_release():
+    expected = setup_cell.render(course.repository_url())
+    for folder in (SOLUTIONS, NOTEBOOKS):
+        for path in sorted(folder.glob("*.ipynb")):
+            cells = [c.source for c in _cells(path) if setup_cell.is_setup_cell(c)]
+            assert cells == [expected], f"{path.relative_to(REPO)}: its set-up cell is not current: run `make release`"
+
+
+def test_install_cell_pins_the_course_module_at_its_released_version():
+    text = setup_cell.render(course.repository_url())
+    version = setup_cell.course_version()
+    assert f'COURSE_VERSION = "{version}"' in text and "@v{COURSE_VERSION}" in text
+    import bbrl_course
+
+    assert bbrl_course.__version__ == version, "the installed course module is not pyproject.toml's: run `make setup`"
 
 
 # --- executing the student notebooks --------------------------------------------------
@@ -251,6 +279,10 @@ def test_student_notebook_fails_only_at_stubs(student_run):
             # the experiment stops before its runs, naming the unfinished notebook and function
             unfinished = output.ename == "RuntimeError" and re.match(
                 r"DDPG \(01-ddpg.ipynb\): [\w.]+ is not written yet", output.evalue
+            )
+            # and its figures say that the experiment has not run
+            unfinished = unfinished or output.ename == "FileNotFoundError" and re.match(
+                r"no results of [\w-]+ in 03-experiment-results.npz: run the experiment on it first", output.evalue
             )
             assert output.ename in ("NotImplementedError", "NameError") or unfinished, (
                 f"{name} cell {index}: {output.ename}: {output.evalue}"

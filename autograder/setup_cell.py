@@ -1,0 +1,125 @@
+"""The notebooks' set-up cell: one source, written into every notebook by `make release`.
+
+The cell installs what the notebook's code imports at run time (its own imports, the
+course module's, and what comes in through bbrl: ``bootstrapped`` for ``bbrl.stats``)
+and is missing, or present at another version where the version matters. A second
+run installs nothing. The versions come from requirements.txt and
+requirements-nodeps.txt, the course module's from pyproject.toml: a pin changes in one
+place, and the release writes it into the notebooks.
+
+Why not easypip (the BBRL course's own installer)? It can pin versions and pass
+``--no-deps`` through its lower-level ``install``, but it must itself be installed
+first, it runs one pip call per package (pip cannot resolve the set together, and a
+Colab start-up pays each call), and a ``name @ git+URL`` requirement counts as
+satisfied by any installed version, so a student's stale course module would not be
+replaced by the version the notebook was released with. This cell does the same
+version check with ``importlib.metadata``, in one pip call per kind of install.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: (distribution, why): installed at requirements.txt's pin, and replaced when another
+#: version is installed (Colab's moviepy 1 lacks moviepy 2's API)
+EXACT = [
+    ("gymnasium", "the environments (with Pendulum and LunarLander's Box2D)"),
+    ("box2d", "LunarLanderContinuous-v3"),
+    ("omegaconf", "the configurations"),
+    ("moviepy", "the videos (Colab has moviepy 1)"),
+    ("bootstrapped", "bbrl.stats, Welch's t-test in the experiment"),
+]
+#: installed at requirements.txt's pin only when missing: Colab has them (any version works)
+PRESENT = ["torch", "numpy", "scipy", "pandas", "matplotlib", "tqdm", "tensorboard", "nbformat"]
+#: installed with --no-deps (bbrl declares torchvision and opencv-python, never imported)
+NO_DEPS = ["bbrl"]
+
+SETUP_ID = re.compile(r"-setup$")
+
+TEMPLATE = '''\
+# Set-up: installs what this notebook needs and is missing (in Colab, for instance),
+# pinned; does nothing when everything is there. The same cell is in every notebook
+# of the course (written by `make release` from autograder/setup_cell.py).
+import importlib.metadata
+import subprocess
+import sys
+
+# The course's repository, and the version of its module `bbrl_course` that this
+# notebook was released with (a later change of the module cannot break it)
+COURSE_REPOSITORY = "{repository}"
+COURSE_VERSION = "{version}"
+
+# (distribution, version, pip requirement, exact): exact=True replaces another
+# installed version; exact=False accepts any (Colab's own torch, numpy, ...)
+PACKAGES = [
+{packages}
+]
+# bbrl declares torchvision and opencv-python but never imports them: --no-deps
+PACKAGES_NO_DEPS = [
+{packages_no_deps}
+    ("bbrl-course", COURSE_VERSION, f"bbrl-course @ git+{{COURSE_REPOSITORY}}@v{{COURSE_VERSION}}", True),
+]
+
+
+def needs_install(distribution, version, exact):
+    try:
+        installed = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return True
+    return exact and installed != version
+
+
+def install_missing():
+    """Installs the packages that are missing or at another version; nothing otherwise."""
+    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+    for packages, options in ((PACKAGES, []), (PACKAGES_NO_DEPS, ["--no-deps"])):
+        missing = [requirement for *check, requirement, exact in packages if needs_install(*check, exact)]
+        if missing:
+            print("Installing", ", ".join(missing))
+            subprocess.check_call(pip + options + missing)
+
+
+install_missing()'''
+
+
+def pins() -> dict[str, tuple[str, str]]:
+    """{distribution: (requirement as written, version)} from requirements*.txt."""
+    found = {}
+    for name in ("requirements.txt", "requirements-nodeps.txt"):
+        for line in (REPO / name).read_text().splitlines():
+            match = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^\s#]+)\s*(#.*)?", line.strip())
+            if match:
+                found[match.group(1).lower()] = (f"{match.group(1)}{match.group(2) or ''}=={match.group(3)}", match.group(3))
+    return found
+
+
+def course_version() -> str:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def render(repository: str) -> str:
+    """The set-up cell's source, for the course's repository address."""
+    known = pins()
+    missing = [name for name in [*(n for n, _ in EXACT), *PRESENT, *NO_DEPS] if name not in known]
+    if missing:
+        raise ValueError(f"the set-up cell needs a pin (name==version) in requirements.txt for {', '.join(missing)}")
+
+    def row(name, exact):
+        requirement, version = known[name]
+        return f'    ("{name}", "{version}", "{requirement}", {exact}),'
+
+    packages = [row(name, True) for name, _ in EXACT] + [row(name, False) for name in PRESENT]
+    return TEMPLATE.format(
+        repository=repository,
+        version=course_version(),
+        packages="\n".join(packages),
+        packages_no_deps="\n".join(row(name, True) for name in NO_DEPS),
+    )
+
+
+def is_setup_cell(cell) -> bool:
+    return cell.cell_type == "code" and bool(SETUP_ID.search(cell.metadata.get("nbgrader", {}).get("grade_id", "")))

@@ -4,8 +4,10 @@
 #
 #   make demo     set up, release the course, grade the sample class, print the grades
 #   make release  regenerate notebooks/ (student versions) from solutions/
-#   make grade    grade autograder/submitted/ (STUDENT=id, ASSIGNMENT=name to narrow)
+#   make grade    grade autograder/submitted/ (STUDENT=id, ASSIGNMENT=name to narrow, ROOT=another course folder)
+#   make formgrader  JupyterLab with nbgrader's formgrader, to grade answers by hand (ROOT= likewise)
 #   make test     set up, then run the test suite
+#   make test-colab  the student notebooks in a simulated Colab, from their set-up cells
 #   make bench    set up (with the benchmark extras), then run the benchmarks
 #   make figure   run the experiment notebook in full, regenerate docs/bias-*.png (about 45 min)
 
@@ -18,7 +20,7 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup test demo bench release handout grade figure clean
+.PHONY: setup test test-colab demo bench release handout grade formgrader figure clean
 
 setup: $(STAMP)
 
@@ -41,6 +43,11 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 test: setup
 	$(PY) -m pytest
 
+# The student notebooks as in Colab (tests/test_colab.py): a fresh environment with
+# Colab's preinstalls, each notebook run from its set-up cell
+test-colab: setup
+	$(PY) -m pytest -m colab tests/test_colab.py
+
 # The sample class of tests/sample_class.py (solutions, bugs, bad inputs), graded in a
 # course folder of its own: outputs/demo-course/ (grades/, feedback/, logs/)
 DEMO := outputs/demo-course
@@ -50,10 +57,16 @@ demo: setup
 	rm -rf $(DEMO)
 	$(PY) tests/sample_class.py $(DEMO)
 	$(PY) -m autograder grade --root $(DEMO)
+	$(PY) tests/sample_class.py check $(DEMO)
 
-# Grades the submissions in autograder/submitted/<student>/<assignment>/
+# Grades the submissions in autograder/submitted/<student>/<assignment>/ (or ROOT=folder)
 grade: setup
-	$(PY) -m autograder grade $(if $(STUDENT),--student $(STUDENT)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
+	$(PY) -m autograder grade $(if $(ROOT),--root "$(ROOT)") $(if $(STUDENT),--student "$(STUDENT)") $(if $(ASSIGNMENT),--assignment "$(ASSIGNMENT)")
+
+# JupyterLab with nbgrader's formgrader on the course folder (or ROOT=folder), on 127.0.0.1:
+# grade the answers by hand; the next `make grade` puts their points in the CSVs
+formgrader: setup
+	$(PY) -m autograder formgrader $(if $(ROOT),--root "$(ROOT)")
 
 # The student notebooks (notebooks/) and the README's Colab links, from solutions/
 release: setup

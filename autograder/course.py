@@ -4,6 +4,7 @@
     python -m autograder release     # solutions/ -> notebooks/ (student versions), README links
     python -m autograder handout     # solutions without hidden tests -> outputs/handout/
     python -m autograder grade       # grade submitted/ (see autograder/grade.py)
+    python -m autograder formgrader  # JupyterLab with formgrader, to grade answers by hand
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import nbformat
 
+from autograder import setup_cell
+
 REPO = Path(__file__).resolve().parent.parent
 AUTOGRADER = REPO / "autograder"
 SOLUTIONS = REPO / "solutions"
@@ -25,8 +28,6 @@ NOTEBOOKS = REPO / "notebooks"
 README = REPO / "README.md"
 HANDOUT = REPO / "outputs" / "handout"
 
-#: The line of the set-up cell that names the repository (rewritten at release)
-REPOSITORY_LINE = re.compile(r'^COURSE_REPOSITORY = ".*"$', re.M)
 BADGE_CELL_ID = "open-in-colab"
 README_BEGIN = "<!-- colab-links: written by `make release` -->"
 README_END = "<!-- end colab-links -->"
@@ -72,10 +73,12 @@ def load_config():
         raise CourseError(f"{path} raised {type(error).__name__}: {error}. Fix it: nbgrader would ignore it.") from error
 
 
-def api(root: Path | None = None):
+def api(root: Path | None = None, sandbox=None):
     """An NbGraderAPI that reads the course's configuration (it does not by itself).
 
-    ``root`` replaces the course folder (autograder/) and its gradebook, for tests.
+    ``root`` replaces the course folder (autograder/) and its gradebook. ``sandbox``, a
+    ``sandbox.Limits``, runs the students' kernels in the sandbox with those limits
+    (autograder/sandbox.py); None runs them as the grader's own processes.
     """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -87,9 +90,60 @@ def api(root: Path | None = None):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     config = load_config()
     if root is not None:
+        # absolute: nbgrader changes directory, and the gradebook's URL must still hold
+        root = Path(root).expanduser().resolve()
         config.CourseDirectory.root = str(root)
-        config.CourseDirectory.db_url = f"sqlite:///{Path(root) / 'gradebook.db'}"
+        config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
+    if sandbox is not None:
+        config.CourseExecute.kernel_manager_class = "autograder.sandbox.SandboxKernelManager"
+        for name, value in vars(sandbox).items():
+            setattr(config.SandboxKernelManager, name, value)
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+
+COURSE_CONFIG = """\
+# Written by the course kit (python -m autograder): nbgrader's own commands run from this
+# folder (formgrader, nbgrader generate_feedback, ...) use the course's configuration,
+# with this folder as the course and its gradebook. Without it, nbgrader's defaults
+# would show the hidden tests in the feedback.
+c = get_config()  # noqa: F821
+load_subconfig({config!r})  # noqa: F821
+c.CourseDirectory.root = {root!r}
+c.CourseDirectory.db_url = {db_url!r}
+"""
+
+
+def write_course_config(root: Path) -> Path:
+    """root/nbgrader_config.py, which loads the course's configuration (autograder/'s own
+    folder has it already)."""
+    root = Path(root).expanduser().resolve()
+    path = root / "nbgrader_config.py"
+    if root == AUTOGRADER.resolve():
+        return path
+    text = COURSE_CONFIG.format(config=str(AUTOGRADER / "nbgrader_config.py"), root=str(root),
+                                db_url=f"sqlite:///{root / 'gradebook.db'}")
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def formgrader(root: Path = AUTOGRADER, port: int = 8888) -> int:
+    """Starts JupyterLab with nbgrader's formgrader on the course folder, on 127.0.0.1."""
+    import subprocess
+
+    from autograder import grade
+
+    root = grade.course_root(root)
+    grade.ensure_released(root, assignments())
+    api(root)  # puts this environment's bin/ on PATH (nbgrader runs alembic)
+    print(f"formgrader of {root}: open http://127.0.0.1:{port}/formgrader (the token is in the address "
+          "JupyterLab prints below; in JupyterLab, the menu Nbgrader > Formgrader). Ctrl-C stops it.", flush=True)
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}"]
+    try:
+        return subprocess.call(command, cwd=root)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _check(result: dict, what: str):
@@ -97,22 +151,37 @@ def _check(result: dict, what: str):
         raise CourseError(f"{what} failed:\n{result.get('log', '')}\n{result.get('error', '')}")
 
 
+def with_setup_cell(notebook, name: str):
+    """The notebook with its set-up cell (grade_id ``*-setup``) written from autograder/setup_cell.py."""
+    cells = [cell for cell in notebook.cells if setup_cell.is_setup_cell(cell)]
+    if len(cells) != 1:
+        raise CourseError(f"solutions/{name}.ipynb: expected one set-up cell (grade_id ending in -setup), found {len(cells)}")
+    try:
+        cells[0].source = setup_cell.render(repository_url())
+    except ValueError as error:
+        raise CourseError(str(error)) from None
+    return notebook
+
+
+def update_solution_setup_cells(solutions: Path = SOLUTIONS) -> list[Path]:
+    """Rewrites the set-up cell of the solution notebooks that differ from the one source."""
+    changed = []
+    for name in assignments():
+        path = Path(solutions) / f"{name}.ipynb"
+        notebook = nbformat.read(str(path), as_version=4)
+        before = [cell.source for cell in notebook.cells]
+        if [cell.source for cell in with_setup_cell(notebook, name).cells] != before:
+            nbformat.write(notebook, str(path))
+            changed.append(path)
+    return changed
+
+
 def prepare_source(root: Path = AUTOGRADER) -> None:
-    """Copies solutions/ into nbgrader's source/ folder, with the repository's address."""
-    url = repository_url()
+    """Copies solutions/ into nbgrader's source/ folder, with the set-up cell of this release."""
     source = Path(root) / "source"
     shutil.rmtree(source, ignore_errors=True)
     for name in assignments():
-        notebook = nbformat.read(str(SOLUTIONS / f"{name}.ipynb"), as_version=4)
-        found = 0
-        for cell in notebook.cells:
-            if cell.cell_type == "code" and REPOSITORY_LINE.search(cell.source):
-                cell.source = REPOSITORY_LINE.sub(f'COURSE_REPOSITORY = "{url}"', cell.source)
-                found += 1
-        if found != 1:
-            raise CourseError(
-                f"solutions/{name}.ipynb: expected one set-up line 'COURSE_REPOSITORY = \"...\"', found {found}"
-            )
+        notebook = with_setup_cell(nbformat.read(str(SOLUTIONS / f"{name}.ipynb"), as_version=4), name)
         (source / name).mkdir(parents=True)
         nbformat.write(notebook, str(source / name / f"{name}.ipynb"))
 
@@ -195,10 +264,16 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["release", "handout"])
+    parser.add_argument("command", choices=["release", "handout", "formgrader"])
+    parser.add_argument("--root", default=str(AUTOGRADER), help="formgrader: the course folder (autograder/)")
+    parser.add_argument("--port", type=int, default=8888, help="formgrader: the port on 127.0.0.1")
     args = parser.parse_args(argv)
     try:
+        if args.command == "formgrader":
+            return formgrader(Path(args.root), args.port)
         if args.command == "release":
+            for path in update_solution_setup_cells():
+                print(f"wrote the set-up cell of {path.relative_to(REPO)}")
             for path in release():
                 print(f"wrote {path.relative_to(REPO)}")
             print("wrote the Colab links of README.md")

@@ -83,7 +83,14 @@ class CourseExecute(Execute):
                         if restarts > self.max_restarts:
                             raise
                         cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "error"]
-                        if isinstance(error, DeadKernelError):
+                        violation = getattr(self.km, "violation", None)  # the sandbox's watchdog
+                        if violation:
+                            cell.outputs.append(_error(
+                                KERNEL_DIED,
+                                f"the sandbox stopped the kernel while it ran this cell: it used {violation}; "
+                                "the kernel was restarted and this cell scores 0",
+                            ))
+                        elif isinstance(error, DeadKernelError):
                             cell.outputs.append(_error(
                                 KERNEL_DIED,
                                 "the kernel died while running this cell (os._exit, exit(), a crash or "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,3 +42,8 @@ def outputs(tmp_path, monkeypatch):
     monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     return tmp_path / "outputs"
 
+
+
+def cli(*args, cwd=REPO, env=None):
+    """``python -m autograder ARGS`` as an instructor types it: from the repository's root."""
+    return subprocess.run([sys.executable, "-m", "autograder", *args], cwd=cwd, capture_output=True, text=True, env=env)

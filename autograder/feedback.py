@@ -1,0 +1,89 @@
+"""Defence in depth for the feedback: no output may show the hidden tests or the solutions.
+
+The sandbox keeps a student's code from reading them; this is the second wall, in case
+something does: before the feedback is written, every output of the autograded
+notebook that contains a line of a hidden test or of a solution region is replaced by a
+note, and the instructor is told which cells. A line counts if it has at least
+``MIN_LENGTH`` characters and appears neither in the release (what students already
+have) nor in the student's own notebook (their code is theirs to see).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+
+MIN_LENGTH = 12
+REGIONS = re.compile(r"### BEGIN (HIDDEN TESTS|SOLUTION)(.*?)### END \1", re.S)
+REMOVED = "(output removed from this feedback: it showed text of the hidden tests or of the solutions)"
+
+
+def _lines(text: str) -> set[str]:
+    return {line.strip() for line in text.splitlines() if len(line.strip()) >= MIN_LENGTH}
+
+
+def protected_lines(source: Path, release: Path, submission: Path) -> set[str]:
+    """The lines of the hidden tests and solutions of ``source`` (the instructor's notebook)
+    that neither the release nor the student's own notebook shows."""
+    instructor = nbformat.read(str(source), as_version=4)
+    secret: set[str] = set()
+    for cell in instructor.cells:
+        for _, region in REGIONS.findall(cell.source):
+            secret |= _lines(region)
+    public = set()
+    for path in (release, submission):
+        try:
+            public |= {line.strip() for c in nbformat.read(str(path), as_version=4).cells for line in c.source.splitlines()}
+        except Exception:  # an unreadable submission was not graded
+            pass
+    return secret - public
+
+
+def _texts(output, in_test_cell: bool) -> list[str]:
+    kind = output.get("output_type")
+    if kind == "stream":
+        return [output.get("text", "")]
+    if kind == "error":
+        # a test cell's traceback quotes its own (hidden) source: HideHiddenTests reduces it
+        # to the message; anything else is the student's doing and is checked whole
+        return [f"{output.get('ename', '')}: {output.get('evalue', '')}"] + ([] if in_test_cell else output.get("traceback", []))
+    data = output.get("data", {})
+    return [value if isinstance(value, str) else "".join(value) for key, value in data.items() if key.startswith("text/")]
+
+
+def drop_leaked_outputs(notebook, protected: set[str]) -> list[str]:
+    """Replaces the outputs that show a protected line by a note; returns the cells' labels."""
+    if not protected:
+        return []
+    cleaned = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        meta = cell.metadata.get("nbgrader", {})
+        in_test_cell = bool(meta.get("grade")) and not meta.get("solution")
+        for position, output in enumerate(cell.get("outputs", [])):
+            text = "\n".join(_texts(output, in_test_cell))
+            if any(line in text for line in protected):
+                cell.outputs[position] = nbformat.v4.new_output("stream", name="stdout", text=REMOVED + "\n")
+                label = meta.get("grade_id") or f"cell {index + 1}"
+                if label not in cleaned:
+                    cleaned.append(label)
+    return cleaned
+
+
+def clean_autograded(root: Path, student: str, assignment: str) -> list[str]:
+    """Cleans the autograded notebook that the feedback is made from; notes for the instructor."""
+    autograded = root / "autograded" / student / assignment / f"{assignment}.ipynb"
+    protected = protected_lines(
+        root / "source" / assignment / f"{assignment}.ipynb",
+        root / "release" / assignment / f"{assignment}.ipynb",
+        root / "submitted" / student / assignment / f"{assignment}.ipynb",
+    )
+    notebook = nbformat.read(str(autograded), as_version=4)
+    cleaned = drop_leaked_outputs(notebook, protected)
+    if cleaned:
+        nbformat.write(notebook, str(autograded))
+    return [f"feedback: the output of {label} was removed (it showed hidden tests or solutions: look at it)"
+            for label in cleaned]

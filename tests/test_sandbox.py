@@ -1,0 +1,163 @@
+"""The sandbox against the hostile class (tests/hostile_class.py): each probe gets its
+exact outcome, the gradebook and the other students' files stay as they were, nothing
+reaches the network, no feedback shows a hidden test. The same class graded with
+--trusted shows that each probe does what it says when nothing stops it, and that the
+feedback still drops what would show the hidden tests."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import threading
+
+import pytest
+
+import hostile_class
+import sample_class
+from autograder import grade as grading
+from conftest import REPO, cli
+
+SANDBOXED, TRUSTED = "outputs/hostile course", "outputs/hostile course trusted"
+OTHER = "submitted/ddpg-solution/01-ddpg/01-ddpg.ipynb"
+
+
+class Server(threading.Thread):
+    """A TCP server on 127.0.0.1 that counts the connections it gets (stops with the module)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket.settimeout(0.5)
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        self.stopped = threading.Event()
+
+    def run(self):
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.socket.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            connection.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = Server()
+    server.start()
+    yield server
+    server.stopped.set()
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _graded(folder, server, *options):
+    root = REPO / folder
+    shutil.rmtree(root, ignore_errors=True)
+    samples = hostile_class.write_hostile_class(root, REPO, server.port)
+    other = _digest(root / OTHER)
+    before = server.connections
+    run = cli("grade", "--root", folder, "--assignment", "01-ddpg", "--jobs", "2", "--json", f"{folder}/results.json", *options)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = {d["student"]: grading.Result(**d) for d in json.loads((root / "results.json").read_text())}
+    return {"root": root, "samples": {s.student: s for s in samples}, "results": results, "other": other,
+            "connections": server.connections - before, "stdout": run.stdout}
+
+
+@pytest.fixture(scope="module")
+def sandboxed(server):
+    return _graded(SANDBOXED, server)
+
+
+@pytest.fixture(scope="module")
+def trusted(server, sandboxed):
+    return _graded(TRUSTED, server, "--trusted")
+
+
+def _feedback(run, student):
+    page = run["root"] / "feedback" / student / "01-ddpg" / "01-ddpg.html"
+    return html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+
+
+@pytest.mark.parametrize("student", ["ddpg-solution", "probe-read", "probe-write", "probe-network", "probe-memory",
+                                     "probe-fork", "probe-disk"])
+def test_each_probe_gets_exactly_its_expected_outcome(sandboxed, student):
+    sample, result = sandboxed["samples"][student], sandboxed["results"][student]
+    assert result.status == "graded", result.notes
+    expected = sample_class.expected_scores(sample, sample_class.max_scores("01-ddpg"))
+    assert result.scores == expected, (sample.why, result.notes)
+    for text in sample.notes:
+        assert any(text in note for note in result.notes), (text, result.notes)
+    if not sample.notes:
+        assert result.notes == [], result.notes
+
+
+@pytest.mark.parametrize("student, printed", [
+    ("probe-read", ["probe read: 0 course files"]),
+    ("probe-write", ["probe gradebook: refused OperationalError", "probe other student: refused FileNotFoundError"]),
+    ("probe-network", ["probe network: refused ConnectionRefusedError"]),
+    ("probe-disk", ["probe file size: stopped at 256 MB, OSError", "probe disk: stopped below"]),
+])
+def test_each_attack_fails_in_the_sandbox(sandboxed, student, printed):
+    text = _feedback(sandboxed, student)
+    for line in printed:
+        assert line in text, (student, line)
+
+
+def test_probe_memory_fails_for_lack_of_memory(sandboxed):
+    assert "compute_actor_loss raised MemoryError" in _feedback(sandboxed, "probe-memory")
+
+
+def test_nothing_outside_the_submission_changed(sandboxed):
+    root = sandboxed["root"]
+    assert _digest(root / OTHER) == sandboxed["other"], "another student's notebook was written"
+    with sqlite3.connect(root / "gradebook.db") as db:
+        assert db.execute("select count(*) from grade where manual_score = 100").fetchone()[0] == 0
+    assert sandboxed["connections"] == 0, "a probe reached the server on 127.0.0.1"
+    left = list(root.rglob("left-by-probe.txt"))
+    assert left == [], "the working directory is the sandbox's own copy, not the course folder"
+
+
+def test_no_feedback_shows_hidden_tests(sandboxed, trusted):
+    hidden = sample_class.hidden_lines("01-ddpg")
+    for run in (sandboxed, trusted):
+        for student in run["results"]:
+            text = _feedback(run, student)
+            leaked = [line for line in hidden if line in text]
+            assert not leaked, (student, leaked[:3])
+
+
+def test_without_sandbox_each_probe_does_what_it_says(trusted):
+    results = trusted["results"]
+    for student, result in results.items():
+        assert grading.TRUSTED_NOTE in result.notes, student
+    assert trusted["connections"] >= 1, "probe-network reached the server"
+    assert "probe network: connected" in _feedback(trusted, "probe-network")
+    assert "probe other student: written" in _feedback(trusted, "probe-write")
+    assert "probe file size: not stopped" in _feedback(trusted, "probe-disk")
+    assert "probe disk: not stopped" in _feedback(trusted, "probe-disk")
+    assert list(trusted["root"].rglob("left-by-probe.txt")), "without a sandbox it writes in the course folder"
+    # without limits, the memory and fork probes cost nothing: the sandbox is what stops them
+    for student in ("probe-memory", "probe-fork"):
+        assert results[student].auto_score == results[student].auto_max, (student, results[student].notes)
+    # the read probe found the hidden tests and printed them: the feedback dropped that output
+    assert "feedback: the output of ddpg-actor-loss was removed" in " ".join(results["probe-read"].notes)
+    assert "(output removed from this feedback" in _feedback(trusted, "probe-read")
+    autograded = (trusted["root"] / "autograded" / "probe-read" / "01-ddpg" / "01-ddpg.ipynb").read_text()
+    assert "probe read: 0 course files" not in autograded
+
+
+def test_no_sandbox_is_a_clear_refusal(sandboxed):
+    run = cli("grade", "--root", SANDBOXED, "--student", "ddpg-solution", env={**os.environ, "COURSE_BWRAP": "false"})
+    assert run.returncode == 1
+    assert re.fullmatch(r"error: bwrap \(\S+\) cannot start a sandbox here: .*or pass --trusted to grade without a sandbox\n",
+                        run.stderr), run.stderr

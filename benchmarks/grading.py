@@ -7,7 +7,10 @@
    autograded by nbgrader alone (its default preprocessors, the course's time
    limit raised so that it finishes) in the same command: nbgrader alone also
    runs the training, plot and video cells meant for the student.
-2. A class of N students, each handing in both notebooks, graded on ``--jobs``
+2. The sandbox's cost: the solution of each assignment graded on one worker in the
+   sandbox and with --trusted (no sandbox), alternately, ``--repeats`` times each, in
+   the same command; seconds per submission and their ratio (goal: at most 1.10).
+3. A class of N students, each handing in both notebooks, graded on ``--jobs``
    workers.
 
 Prints seconds and ratios; writes bench-results/grading.json.
@@ -62,14 +65,47 @@ def nbgrader_alone(root: Path, student: str, assignment: str) -> float:
     return seconds
 
 
+def sandbox_overhead(base: Path, repeats: int, figures: dict) -> None:
+    """Each assignment's solution, graded sandboxed and trusted, alternately."""
+    from autograder import sandbox
+
+    root = base / "sandbox"
+    for assignment in course.assignments():
+        _write(root, f"solution-{assignment}", assignment)
+    grade.ensure_released(root, course.assignments())
+    seconds = {(mode, a): [] for mode in ("sandboxed", "trusted") for a in course.assignments()}
+    for repeat in range(repeats):
+        modes = [("sandboxed", sandbox.Limits()), ("trusted", None)]
+        for mode, limits in modes if repeat % 2 == 0 else modes[::-1]:
+            for result in grade.grade(root, jobs=1, log=lambda *a: None, limits=limits):
+                assert result.status == "graded" and result.auto_score == result.auto_max, (mode, result.notes)
+                seconds[(mode, result.assignment)].append(result.seconds)
+    for assignment in course.assignments():
+        sandboxed = statistics.mean(seconds[("sandboxed", assignment)])
+        trusted = statistics.mean(seconds[("trusted", assignment)])
+        figures[f"{assignment} solution, sandboxed (s)"] = round(sandboxed, 2)
+        figures[f"{assignment} solution, trusted (s)"] = round(trusted, 2)
+        print(f"{assignment}: {sandboxed:.1f} s sandboxed, {trusted:.1f} s trusted (mean of {repeats}): "
+              f"ratio {sandboxed / trusted:.3f}", flush=True)
+    total = sum(statistics.mean(seconds[("sandboxed", a)]) for a in course.assignments())
+    total_trusted = sum(statistics.mean(seconds[("trusted", a)]) for a in course.assignments())
+    figures["sandbox overhead, all three solutions (ratio)"] = round(total / total_trusted, 3)
+    print(f"the three solutions: {total:.1f} s sandboxed, {total_trusted:.1f} s trusted: ratio {total / total_trusted:.3f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--class-size", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="gradings of each solution per mode (sandbox cost)")
+    parser.add_argument("--only", choices=["one", "sandbox", "class"], help="run one part only")
     args = parser.parse_args(argv)
     figures = {}
     base = Path(tempfile.mkdtemp(prefix="grading-bench-"))
     try:
+        if args.only == "sandbox":
+            sandbox_overhead(base, args.repeats, figures)
+            raise _Done
         # 1. one TD3 submission: the course's grader, then nbgrader alone
         root = base / "one"
         _write(root, "student-1", "02-td3")
@@ -84,7 +120,11 @@ def main(argv=None) -> int:
         print(f"one TD3 submission: {ours:.0f} s with the course's grader (full marks), "
               f"{peer:.0f} s with nbgrader alone; ratio {ours / peer:.2f}", flush=True)
 
-        # 2. a class: every student hands in both notebooks (--class-size 0: skipped)
+        if args.only == "one":
+            raise _Done
+        # 2. the sandbox's cost
+        sandbox_overhead(base, args.repeats, figures)
+        # 3. a class: every student hands in both notebooks (--class-size 0: skipped)
         if args.class_size == 0:
             raise _Done
         root = base / "class"

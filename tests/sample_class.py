@@ -56,6 +56,16 @@ TD3_TESTS = ("test_ddpg_functions", "test_td3_networks", "test_smoothing_bounds"
              "test_delayed_updates", "test_delayed_updates_hidden", "test_td3_learns")
 CRITIC_LOSS = ("test_critic_loss_value", "test_critic_loss_hidden")
 RETURNS_TESTS = ("test_discounted_returns_value", "test_discounted_returns_hidden")
+#: the solution's body of discounted_returns, which the rewrites replace
+RETURNS_BODY = (
+    "    returns = torch.zeros_like(rewards)\n"
+    "    running = torch.zeros_like(rewards[..., 0])\n"
+    "    # Backwards: the return at t needs the return at t+1\n"
+    "    for t in reversed(range(rewards.shape[-1])):\n"
+    "        running = rewards[..., t] + discount_factor * running\n"
+    "        returns[..., t] = running\n"
+    "    return returns"
+)
 
 SAMPLES = [
     # --- DDPG: the reference, the blank release, correct rewrites
@@ -204,13 +214,7 @@ SAMPLES = [
            loses=(*RETURNS_TESTS, "test_experiment_results")),
     Sample("exp-rewritten", EXPERIMENT, "correct, written differently: a list of returns, stacked", edits=[
         Edit("experiment-discounted-returns",
-             "    returns = torch.zeros_like(rewards)\n"
-             "    running = torch.zeros_like(rewards[..., 0])\n"
-             "    # Backwards: the return at t needs the return at t+1\n"
-             "    for t in reversed(range(rewards.shape[-1])):\n"
-             "        running = rewards[..., t] + discount_factor * running\n"
-             "        returns[..., t] = running\n"
-             "    return returns",
+             RETURNS_BODY,
              "    future = 0.0\n"
              "    returns = []\n"
              "    for reward in rewards.unbind(-1)[::-1]:\n"
@@ -223,13 +227,7 @@ SAMPLES = [
                        "    returns = torch.zeros(rewards.shape)\n")]),
     Sample("exp-returns-float64", EXPERIMENT, "correct, vectorized: a float64 matrix of discounts", edits=[
         Edit("experiment-discounted-returns",
-             "    returns = torch.zeros_like(rewards)\n"
-             "    running = torch.zeros_like(rewards[..., 0])\n"
-             "    # Backwards: the return at t needs the return at t+1\n"
-             "    for t in reversed(range(rewards.shape[-1])):\n"
-             "        running = rewards[..., t] + discount_factor * running\n"
-             "        returns[..., t] = running\n"
-             "    return returns",
+             RETURNS_BODY,
              "    T = rewards.shape[-1]\n"
              "    k = torch.arange(T)\n"
              "    powers = (k[None, :] - k[:, None]).clamp(min=0).double()\n"

@@ -95,7 +95,10 @@ def api(root: Path | None = None, sandbox=None):
         config.CourseDirectory.root = str(root)
         config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
     if sandbox is not None:
+        from autograder.sandbox import check_available
+
         config.CourseExecute.kernel_manager_class = "autograder.sandbox.SandboxKernelManager"
+        config.SandboxKernelManager.bwrap = check_available()  # checked once per process
         for name, value in vars(sandbox).items():
             setattr(config.SandboxKernelManager, name, value)
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)

@@ -92,6 +92,10 @@ def check_available() -> str:
     """The path of a bwrap that can start a sandbox here; SandboxUnavailable otherwise."""
     if "bwrap" in _checked:
         return _checked["bwrap"]
+    # checked by the process that started this one (the grader's workers inherit it)
+    if os.environ.get("COURSE_BWRAP_CHECKED") and os.environ["COURSE_BWRAP_CHECKED"] == bwrap_path():
+        _checked["bwrap"] = os.environ["COURSE_BWRAP_CHECKED"]
+        return _checked["bwrap"]
     if not sys.platform.startswith("linux"):
         raise SandboxUnavailable(
             f"grading needs a Linux sandbox (bubblewrap), and this is {sys.platform}: grade on Linux, or "
@@ -111,15 +115,17 @@ def check_available() -> str:
             "namespaces must be enabled (sysctl kernel.unprivileged_userns_clone=1, or "
             "user.max_user_namespaces > 0); or pass --trusted to grade without a sandbox"
         )
-    _checked["bwrap"] = path
+    _checked["bwrap"] = os.environ["COURSE_BWRAP_CHECKED"] = path
     return path
 
 
 def _runtime_paths() -> list[str]:
     """What the kernel needs to read: this Python, its environment, the course module."""
-    import bbrl_course
+    import importlib.util
 
-    paths = {sys.base_prefix, sys.prefix, str(Path(bbrl_course.__file__).resolve().parent)}
+    # where the course module is, without importing it (and torch with it)
+    course_module = importlib.util.find_spec("bbrl_course").submodule_search_locations[0]
+    paths = {sys.base_prefix, sys.prefix, str(Path(course_module).resolve())}
     executable = Path(sys.executable)
     paths.add(str(executable.resolve().parent.parent))
     return sorted(p for p in paths if p and Path(p).exists())

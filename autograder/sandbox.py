@@ -159,9 +159,11 @@ def command(inner: list[str], submission: Path, ipc_dir: Path, limits: Limits, b
     args = [
         bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
         *[arg for k, v in sorted(env.items()) for arg in ("--setenv", k, v)],
-        *_system_mounts(), *_ro(_runtime_paths()),
+        *_system_mounts(),
+        # the tmpfs first: the runtime (a virtual environment under /tmp, say) is mounted over it
         "--size", str(limits.disk), "--tmpfs", "/tmp",
         "--size", str(limits.disk), "--tmpfs", f"{SANDBOX}/work",
+        *_ro(_runtime_paths()),
         "--ro-bind", str(submission), f"{SANDBOX}/submission",
         "--bind", str(ipc_dir), str(ipc_dir),
         "--remount-ro", "/",  # the root itself (bwrap's tmpfs) read-only; its mounts keep their own modes

@@ -161,3 +161,16 @@ def test_no_sandbox_is_a_clear_refusal(sandboxed):
     assert run.returncode == 1
     assert re.fullmatch(r"error: bwrap \(\S+\) cannot start a sandbox here: .*or pass --trusted to grade without a sandbox\n",
                         run.stderr), run.stderr
+
+
+def test_the_runtime_is_mounted_over_the_private_tmp():
+    # a virtual environment under /tmp (a clone in /tmp, in CI) must stay visible in the sandbox
+    from pathlib import Path
+
+    from autograder import sandbox
+
+    args = sandbox.command(["python"], Path("/submission"), Path("/ipc"), sandbox.Limits(), "bwrap")
+    tmpfs = args.index("--tmpfs")
+    assert args[tmpfs + 1] == "/tmp"
+    for path in sandbox._runtime_paths():
+        assert args.index(path) > tmpfs, f"{path} is mounted before /tmp's tmpfs, which would hide it"

@@ -12,7 +12,6 @@ cells install never stays for the next run.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -14,12 +14,11 @@ import re
 import shutil
 import sqlite3
 
-import nbformat
 import pytest
 
 import sample_class
 from autograder import grade as grading
-from conftest import REPO, SOLUTIONS, cli
+from conftest import REPO, cli
 
 SAMPLES = {sample.student: sample for sample in sample_class.SAMPLES}
 #: the course folder, relative to the repository's root (with a space, as instructors name folders)

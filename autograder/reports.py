@@ -1,0 +1,134 @@
+"""What a grading run shows and writes: the table per assignment, grades/<assignment>.csv
+and grades/summary.csv (the points given by hand included)."""
+
+from __future__ import annotations
+
+import csv
+import textwrap
+from pathlib import Path
+
+from autograder.submission import GRADED, MISSING, Result
+
+
+def _some(names: list[str], most: int = 12) -> str:
+    """At most ``most`` names, then how many more."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _short(test: str) -> str:
+    return test.removeprefix("test_").removeprefix("answer_")
+
+
+#: how the table and the CSVs show a cell that waits for a grade by hand
+TO_GRADE = "to grade"
+
+
+def table(results: list[Result], assignment: str) -> str:
+    """A text table: one row per student who handed something in, one column per test of
+    the assignment; the students with nothing handed in on one line."""
+    rows = [r for r in results if r.assignment == assignment and r.status != MISSING]
+    missing = sorted(r.student for r in results if r.assignment == assignment and r.status == MISSING)
+    tests = []
+    for r in rows:
+        for test in r.max_scores:
+            if test not in tests:
+                tests.append(test)
+    maxima = {t: next(r.max_scores[t] for r in rows if t in r.max_scores) for t in tests}
+    width = max([len("student")] + [len(r.student) for r in rows])
+    header = f"{'student':{width}}  {'status':10} {'points':>7}  " + " ".join(f"T{i + 1:<3}" for i in range(len(tests)))
+    lines = [f"{assignment}", header, "-" * len(header)]
+    for r in rows:
+        cells = []
+        for test in tests:
+            value = r.scores.get(test, "")
+            cells.append("  - " if r.status != GRADED else ("hand" if value is None else f"{value:<4g}"))
+        score = "" if r.total is None else f"{r.total:g}/{r.total_max:g}"
+        lines.append(f"{r.student:{width}}  {r.status:10} {score:>7}  " + " ".join(cells))
+    if not rows:
+        lines.append("(no submission)")
+    legend = ", ".join(f"T{i + 1} {_short(t)} ({maxima[t]:g})" for i, t in enumerate(tests))
+    if legend:
+        lines += textwrap.wrap(f"tests: {legend}; hand: {TO_GRADE} by hand (make formgrader)", WIDTH,
+                               subsequent_indent="  ", break_on_hyphens=False)
+    if missing:
+        lines += textwrap.wrap(f"missing ({len(missing)}): {_some(missing)}", WIDTH, subsequent_indent="  ", break_on_hyphens=False)
+    for r in rows:
+        for note in r.notes:
+            lines += textwrap.wrap(f"{r.student}: {note}", WIDTH, initial_indent="  ", subsequent_indent="      ", break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+#: the width of the printed tables (a terminal's)
+WIDTH = 110
+
+
+def _points(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def write_reports(root: Path, results: list[Result]) -> list[Path]:
+    """grades/<assignment>.csv (a column per test) and grades/summary.csv, under root.
+
+    A row's points are the autograded ones, those given by hand so far (formgrader), and
+    their total; a cell still waiting for a grade by hand says so.
+    """
+    out = root / "grades"
+    out.mkdir(exist_ok=True)
+    written = []
+    for assignment in sorted({r.assignment for r in results}):
+        rows = sorted((r for r in results if r.assignment == assignment), key=lambda r: r.student)
+        tests = []
+        for r in rows:
+            tests += [t for t in r.max_scores if t not in tests]
+        path = out / f"{assignment}.csv"
+        # merge with the rows of students not graded this time (grading one student)
+        previous = {}
+        if path.exists():
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                previous = {row["student"]: row for row in reader}
+                tests += [t for t in reader.fieldnames or [] if t not in tests and t not in CSV_COLUMNS]
+        columns = [*CSV_COLUMNS[:-1], *tests, CSV_COLUMNS[-1]]
+        for r in rows:
+            graded = r.status == GRADED
+            previous[r.student] = {
+                "student": r.student,
+                "status": r.status,
+                "autograded": _points(r.auto_score),
+                "autograded_max": _points(r.auto_max),
+                "by_hand": _points(r.hand_score),
+                "to_grade": str(len(r.to_grade)) if graded else "",
+                "total": _points(r.total),
+                "total_max": _points(r.total_max),
+                **{t: (TO_GRADE if r.scores.get(t, 0) is None else _points(r.scores.get(t))) if graded else "" for t in tests},
+                "notes": " | ".join(r.notes),
+            }
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, columns, extrasaction="ignore")
+            writer.writeheader()
+            for name in sorted(previous):
+                writer.writerow(previous[name])
+        written.append(path)
+    summary = out / "summary.csv"
+    totals = {}
+    for path in sorted(out.glob("*.csv")):
+        if path == summary:
+            continue
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                student = totals.setdefault(row["student"], {"to_grade": 0})
+                student[path.stem] = row["total"] if row["status"] == GRADED else row["status"]
+                student["to_grade"] += int(row.get("to_grade") or 0)
+    with summary.open("w", newline="") as f:
+        stems = sorted(p.stem for p in out.glob("*.csv") if p != summary)
+        writer = csv.writer(f)
+        writer.writerow(["student", *stems, "to_grade"])
+        for student in sorted(totals):
+            writer.writerow([student, *(totals[student].get(s, "") for s in stems), totals[student]["to_grade"]])
+    written.append(summary)
+    return written
+
+
+#: the columns of grades/<assignment>.csv around the tests' (which come before notes)
+CSV_COLUMNS = ["student", "status", "autograded", "autograded_max", "by_hand", "to_grade", "total", "total_max", "notes"]

@@ -113,6 +113,7 @@ c = get_config()  # noqa: F821
 load_subconfig({config!r})  # noqa: F821
 c.CourseDirectory.root = {root!r}
 c.CourseDirectory.db_url = {db_url!r}
+c.Exchange.root = {exchange!r}
 """
 
 
@@ -124,7 +125,7 @@ def write_course_config(root: Path) -> Path:
     if root == AUTOGRADER.resolve():
         return path
     text = COURSE_CONFIG.format(config=str(AUTOGRADER / "nbgrader_config.py"), root=str(root),
-                                db_url=f"sqlite:///{root / 'gradebook.db'}")
+                                db_url=f"sqlite:///{root / 'gradebook.db'}", exchange=str(root / "exchange"))
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path

@@ -29,6 +29,9 @@ c.CourseDirectory.course_id = "ddpg-td3"
 c.CourseDirectory.db_url = f"sqlite:///{HERE / 'gradebook.db'}"
 # source/ is written by `make release` from ../solutions (never edited by hand)
 c.CourseDirectory.source_directory = "source"
+# nbgrader's exchange (JupyterHub's release and collect), unused here: inside the course
+# folder, so that formgrader does not complain about a system folder it cannot write
+c.Exchange.root = str(HERE / "exchange")
 c.CourseDirectory.release_directory = "release"
 
 # The stub that replaces each solution region in the student notebooks

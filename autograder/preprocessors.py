@@ -7,6 +7,9 @@
   interrupted after its time limit (SIGINT ignored): the kernel is restarted, the
   cells before are run again, the culprit cell gets an error output that names
   the reason, and grading goes on. nbgrader alone fails the whole submission.
+- ``JudgeVerdicts`` (autograding with ``make grade``) gives the test cells the outputs
+  of the judge (autograder/judge.py), where the tests ran apart from the student's code;
+  ``CourseExecute`` then does not run them in the student's kernel.
 - ``StderrToStdout`` moves what cells wrote to stderr (warnings, progress bars)
   to stdout: nbgrader gives 0 points to a graded cell with any stderr output.
 - ``HideHiddenTests`` (feedback only) replaces hidden test code by a note and
@@ -21,7 +24,7 @@ import re
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
-from traitlets import Integer, List
+from traitlets import Integer, List, Unicode
 
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbgrader.preprocessors.execute import UnresponsiveKernelError
@@ -29,11 +32,17 @@ from nbgrader.preprocessors.execute import UnresponsiveKernelError
 #: enames of the error outputs this module adds (the grader's report looks for them)
 TIME_LIMIT = "TimeLimitExceeded"
 KERNEL_DIED = "KernelDied"
+TAMPERING = "TamperingSuspected"  # a test that ran while the student's code had tampered (judge.py)
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", re.S)
 
 
 def grade_id(cell) -> str | None:
     return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+def is_test(cell) -> bool:
+    meta = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
 def _error(ename: str, evalue: str) -> NotebookNode:
@@ -47,6 +56,8 @@ class CourseExecute(Execute):
     slow_cells = List([], help="grade_ids of cells that get slow_timeout").tag(config=True)
     slow_timeout = Integer(180, help="time limit (s) of the slow cells").tag(config=True)
     max_restarts = Integer(5, help="kernel restarts per notebook before giving up").tag(config=True)
+    verdicts = Unicode("", help="the judge's verdicts (autograder/judge.py): when set, the test cells are "
+                                "not run in the student's kernel; JudgeVerdicts writes their outputs").tag(config=True)
 
     def _get_timeout(self, cell):
         if cell is not None and grade_id(cell) in self.slow_cells:
@@ -73,7 +84,7 @@ class CourseExecute(Execute):
                     cell = self.nb.cells[index]
                     if cell.cell_type != "code":
                         continue
-                    if grading and grade_id(cell) in self.skip_cells:
+                    if grading and (grade_id(cell) in self.skip_cells or (self.verdicts and is_test(cell))):
                         cell.outputs = []
                         continue
                     try:
@@ -119,6 +130,39 @@ class CourseExecute(Execute):
                     start = len(self.nb.cells)
         self.set_widgets_metadata()
         return self.nb, self.resources
+
+
+class JudgeVerdicts(NbGraderPreprocessor):
+    """The outputs of the test cells, from the judge's verdicts (the tests ran there, apart
+    from the student's code): what the test printed, and its error if it failed. A test
+    the judge has no verdict for scores 0."""
+
+    verdicts = Unicode("", help="the judge's verdicts file (JSON); empty: the kernel ran the tests").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        if not self.verdicts:
+            return nb, resources
+        import json
+
+        with open(self.verdicts) as f:
+            self._verdicts = json.load(f)
+        return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell, resources, index):
+        if not is_test(cell):
+            return cell, resources
+        verdict = self._verdicts.get(grade_id(cell))
+        if verdict is None:
+            cell.outputs = [_error("NotGraded", "the judge has no verdict for this test; it scores 0")]
+            return cell, resources
+        outputs = []
+        if verdict.get("stdout"):
+            outputs.append(NotebookNode(output_type="stream", name="stdout", text=verdict["stdout"]))
+        if verdict.get("error"):
+            outputs.append(_error(*verdict["error"]))
+        cell.outputs = outputs
+        cell.execution_count = None
+        return cell, resources
 
 
 class StderrToStdout(NbGraderPreprocessor):

@@ -146,8 +146,11 @@ def _system_mounts() -> list[str]:
     return args + ["--proc", "/proc", "--dev", "/dev"]
 
 
-def command(inner: list[str], submission: Path, ipc_dir: Path, limits: Limits, bwrap: str) -> list[str]:
-    """The command that runs ``inner`` (the kernel) in the sandbox, rlimits included."""
+def command(inner: list[str], submission: Path, ipc_dir: Path | None, limits: Limits, bwrap: str,
+            files: dict[str, str] | None = None) -> list[str]:
+    """The command that runs ``inner`` (the kernel, or the judge's student process) in the
+    sandbox, rlimits included; ``ipc_dir`` is bound read-write, and ``files`` (host path ->
+    path inside) read-only."""
     env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_PREFIXES)}
     env.update(HOME="/tmp", IPYTHONDIR="/tmp/ipython", MPLCONFIGDIR="/tmp/matplotlib", PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin",
                PYTHONDONTWRITEBYTECODE="1")
@@ -160,7 +163,8 @@ def command(inner: list[str], submission: Path, ipc_dir: Path, limits: Limits, b
         "--size", str(limits.disk), "--tmpfs", f"{SANDBOX}/work",
         *_ro(_runtime_paths()),
         "--ro-bind", str(submission), f"{SANDBOX}/submission",
-        "--bind", str(ipc_dir), str(ipc_dir),
+        *(["--bind", str(ipc_dir), str(ipc_dir)] if ipc_dir is not None else []),
+        *[arg for host, inside in (files or {}).items() for arg in ("--ro-bind", host, inside)],
         "--remount-ro", "/",  # the root itself (bwrap's tmpfs) read-only; its mounts keep their own modes
         "--chdir", f"{SANDBOX}/work",
         "--", "/bin/sh", "-c", f'cp -R {SANDBOX}/submission/. {SANDBOX}/work/ && exec "$@"', "sandbox", *inner,

@@ -8,6 +8,12 @@ The distribution of the work is ``autograder/grade.py``'s; the sandbox is
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +21,9 @@ from pathlib import Path
 import nbformat
 
 from autograder import course, feedback, sandbox
-from autograder.preprocessors import KERNEL_DIED, TIME_LIMIT
+from autograder.preprocessors import KERNEL_DIED, TAMPERING, TIME_LIMIT
+
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 #: statuses of a submission
 GRADED = "graded"  # autograded (notes may say what went wrong in some cells)
@@ -222,6 +230,38 @@ def keep_hand_grades(root: Path, api, student: str, assignment: str, before: dic
 TRUSTED_NOTE = "graded without a sandbox (--trusted): the student's code ran with the grader's rights"
 
 
+def run_judge(root: Path, student: str, assignment: str, limits: sandbox.Limits | None, verdicts: Path) -> str | None:
+    """Runs the submission's tests in the judge (autograder/judge.py), apart from the
+    student's code; writes their verdicts. Returns why it could not, or None."""
+    source = root / "source" / assignment / f"{assignment}.ipynb"
+    submission = root / "submitted" / student / assignment
+    command = [sys.executable, "-m", "autograder.judge", str(source), str(submission), str(verdicts)]
+    if limits is None:
+        command.append("--trusted")
+    else:
+        command += ["--limits", json.dumps(dataclasses.asdict(limits))]
+    env = dict(os.environ, NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPOSITORY))
+    if done.returncode != 0 or not verdicts.exists():
+        tail = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
+        return (f"the judge could not run the tests ({tail}); the gradebook has no new score for it. "
+                "Grade it again; if it fails again, report it with logs/ to the course's maintainers.")
+    return None
+
+
+def judge_notes(verdicts: dict) -> list[str]:
+    """The notes on tests that scored 0 because tampering was seen while they ran: one per
+    kind of tampering, with its tests."""
+    concerned: dict[str, list[str]] = {}
+    for name, verdict in verdicts.items():
+        error = verdict.get("error") if not name.startswith("_") else None
+        if error and error[0] == TAMPERING:
+            what = error[1].removesuffix("; this test scores 0")
+            concerned.setdefault(what, []).append(name)
+    return [f"{what} ({', '.join(tests)} scored 0)" for what, tests in concerned.items()]
+
+
 def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits | None = sandbox.Limits()) -> Result:
     """Autogrades one submission and writes its feedback; never raises for a bad submission.
 
@@ -230,11 +270,18 @@ def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits 
     problem = check_submission(root, student, assignment)
     if problem is not None:
         return problem
-    api = course.api(root, sandbox=limits)
     notes = changed_cells(root, student, assignment) + ([TRUSTED_NOTE] if limits is None else [])
-    autograded = root / "autograded" / student / assignment / f"{assignment}.ipynb"
-    graded_before = _solution_sources(autograded)  # what any hand grade was given on
-    outcome = api.autograde(assignment, student, force=True, create=True)
+    with tempfile.TemporaryDirectory(prefix="course-verdicts-") as scratch:
+        verdicts_file = Path(scratch) / "verdicts.json"
+        failure = run_judge(root, student, assignment, limits, verdicts_file)
+        if failure is not None:
+            return Result(student, assignment, FAILED, notes=notes + [failure], seconds=time.perf_counter() - start)
+        verdicts = json.loads(verdicts_file.read_text())
+        notes += judge_notes(verdicts)
+        api = course.api(root, sandbox=limits, verdicts=verdicts_file)
+        autograded = root / "autograded" / student / assignment / f"{assignment}.ipynb"
+        graded_before = _solution_sources(autograded)  # what any hand grade was given on
+        outcome = api.autograde(assignment, student, force=True, create=True)
     if not outcome.get("success"):
         log = (outcome.get("log", "") + outcome.get("error", "")).strip().splitlines()
         errors = [line for line in log if line.startswith("[ERROR]") or "Error" in line]

@@ -255,6 +255,31 @@ class EpochBasedAlgo(RLBase):
         )
 
 
+def evaluate_policy(cfg, state: dict, evaluation: int) -> float:
+    """The mean return of a deterministic actor (the ``state_dict`` of a
+    ``ContinuousDeterministicActor``) at the evaluation number ``evaluation`` (0: the first)
+    of an algorithm configured with ``cfg``: the same environments, seeds and start states
+    as ``RLBase.evaluate``. The grader measures the student's best policy with it."""
+    from .agents import ContinuousDeterministicActor
+
+    env = ParallelGymAgent(partial(make_env, cfg.gym_env.env_name), cfg.algorithm.nb_evals).seed(
+        cfg.algorithm.seed + 1000
+    )
+    obs_size, act_size = env.get_obs_and_actions_sizes()
+    space = env.get_action_space()
+    actor = ContinuousDeterministicActor(
+        obs_size, cfg.algorithm.architecture.actor_hidden_size, act_size, space.low, space.high
+    )
+    actor.load_state_dict(state)
+    agent = TemporalAgent(Agents(env, actor))
+    for _ in range(evaluation + 1):  # the start states of the evaluations before come first
+        workspace = Workspace()
+        with torch.no_grad():
+            agent(workspace, t=0, stop_variable="env/done")
+        rewards = workspace["env/cumulated_reward"][-1]
+    return rewards.mean().item()
+
+
 def critic_of(algo):
     """The critic that is plotted and whose bias is measured: DDPG's critic, TD3's first
     critic (the one its actor follows); None if it has neither."""

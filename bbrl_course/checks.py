@@ -35,6 +35,7 @@ __all__ = [
     "LEARNING_STEPS",
     "LEARNING_THRESHOLD",
     "UpdateCounter",
+    "best_return",
     "checking",
     "close",
     "count_updates",
@@ -231,6 +232,11 @@ def records_autograd():
         yield watcher
 
 
+class _SilentLogger:
+    def add_log(self, *args, **kwargs):
+        pass
+
+
 class StandInTD3:
     """A stand-in for a TD3 object: its six networks are small linear layers.
 
@@ -242,7 +248,7 @@ class StandInTD3:
         self.cfg = cfg
         self.nb_steps = 0
         self.nb_updates = 0
-        self.logger = types.SimpleNamespace(add_log=lambda *args, **kwargs: None)
+        self.logger = _SilentLogger()
         for name in ("actor", "critic_1", "critic_2"):
             setattr(self, name, filled_linear(network_value))
             setattr(self, f"target_{name}", filled_linear(target_value))
@@ -273,6 +279,9 @@ def count_updates(run, cfg, n_updates: int = 12) -> dict[str, int]:
     ``"targets without actor"``: steps where targets moved but the actor was not
     updated.
     """
+    remote = getattr(type(run), "run_helper", None)
+    if remote is not None:  # graded: ``run`` stands for the student's function, in another process
+        return remote(run, "count_updates", cfg, n_updates)
     algo = StandInTD3(cfg)
     targets = {name: getattr(algo, name) for name in _TARGETS}
     counts = {"critic": 0, "actor": 0, **{name: 0 for name in _TARGETS}, "targets without actor": 0}
@@ -331,6 +340,16 @@ def count_updates(run, cfg, n_updates: int = 12) -> dict[str, int]:
             else:
                 namespace[name] = value
     return counts
+
+
+def best_return(algo, cfg) -> float:
+    """The best evaluation return of ``algo``, trained with ``cfg``: the mean return of the
+    best of its evaluations (``algo.best_reward``). When the notebook is graded, the
+    grader evaluates the best policy again itself, on the same start states."""
+    evaluate = getattr(type(algo), "evaluate_best", None)
+    if evaluate is not None:
+        return evaluate(algo, cfg)
+    return algo.best_reward
 
 
 def learning_check_config(params):

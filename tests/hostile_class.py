@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sample_class import DDPG, Edit, Sample, write_sample
+from sample_class import CRITIC_LOSS, DDPG, Edit, Sample, write_sample
 
 SOFT_UPDATE = ("test_soft_update_value", "test_soft_update_hidden")
 
@@ -95,6 +95,7 @@ finally:
 with open("left-by-probe.txt", "w") as _f:  # in the submission's own folder, if it could
     _f.write("written during grading")'''
     return [
+        *tampering_probes(),
         Sample("ddpg-solution", DDPG, "the student whose files probe-write attacks"),
         Sample("probe-read", DDPG, "reads the solutions, the hidden tests, the gradebook", edits=[_top(read)]),
         Sample("probe-write", DDPG, "writes the gradebook and another student's notebook", edits=[_top(write)]),
@@ -103,7 +104,7 @@ with open("left-by-probe.txt", "w") as _f:  # in the submission's own folder, if
             Edit("ddpg-actor-loss", "    return -q_values.mean()",
                  "    _hog = b'\\x01' * (6 * 2**30)\n    del _hog\n    return -q_values.mean()")]),
         Sample("probe-fork", DDPG, "forks 200 processes in soft_update_params", loses=SOFT_UPDATE,
-               notes=("test_soft_update_value: the sandbox stopped the kernel", "more than 64 processes"), edits=[
+               notes=("test_soft_update_value: the sandbox stopped the student's code", "more than 64 processes"), edits=[
             Edit("ddpg-soft-update", "    with torch.no_grad():\n",
                  "    import os, time\n"
                  "    for _ in range(200):\n"
@@ -112,6 +113,106 @@ with open("left-by-probe.txt", "w") as _f:  # in the submission's own folder, if
                  "            os._exit(0)\n"
                  "    with torch.no_grad():\n")]),
         Sample("probe-disk", DDPG, "fills the disk", edits=[_top(disk)]),
+    ]
+
+
+#: the stubs of the release, left in place: without tampering, their tests score 0
+STUBS = [
+    Edit("ddpg-actor-loss", "    return -q_values.mean()", "    raise NotImplementedError()"),
+    Edit("ddpg-soft-update",
+         "    with torch.no_grad():\n"
+         "        for param, target_param in zip(net.parameters(), target_net.parameters()):\n"
+         "            target_param.mul_(1 - tau).add_(param, alpha=tau)",
+         "    raise NotImplementedError()"),
+]
+#: the critic loss without the discount (tests/sample_class.py's bug-no-discount)
+NO_DISCOUNT = Edit("ddpg-critic-loss", "reward[1] + discount_factor * must_bootstrap", "reward[1] + must_bootstrap")
+ALL_TESTS = ("test_critic_loss_is_a_scalar", *CRITIC_LOSS, "test_actor_loss", *SOFT_UPDATE)
+
+
+def _critic_cell_top(code: str) -> Edit:
+    return Edit("ddpg-critic-loss", "def compute_critic_loss(", code + "\n\ndef compute_critic_loss(")
+
+
+def tampering_probes() -> list[Sample]:
+    """Submissions that try to forge their verdicts; none may gain a point. Those caught
+    changing what a test relies on score 0 on every test that ran meanwhile."""
+    hooks = """_shell = get_ipython()
+_shell.input_transformers_cleanup.append(lambda lines: [])  # every later cell runs as nothing"""
+    shell = """from IPython.core.interactiveshell import InteractiveShell as _Shell
+_Shell.showtraceback = lambda self, *args, **kwargs: None
+_run_cell = _Shell.run_cell
+def _quiet_run_cell(self, *args, **kwargs):
+    _result = _run_cell(self, *args, **kwargs)
+    _result.error_in_exec = None
+    return _result
+_Shell.run_cell = _quiet_run_cell
+get_ipython().events.register("post_run_cell", lambda result: None)"""
+    comparisons = """import builtins as _builtins, numpy as _np, torch as _torch
+_torch.isclose = lambda *args, **kwargs: _torch.tensor(True)
+_torch.allclose = lambda *args, **kwargs: True
+_np.allclose = lambda *args, **kwargs: True
+_builtins.all = lambda *args, **kwargs: True"""
+    helpers = """import contextlib as _contextlib
+import bbrl_course.checks as _checks
+_checks.close = lambda *args, **kwargs: True
+_checks.checking = lambda name: _contextlib.suppress(Exception)
+close = _checks.close
+checking = _checks.checking"""
+    # exits when called by the hidden test (batches of 5), as if to stop the grading there
+    exits = Edit("ddpg-critic-loss", "    target = reward[1]",
+                 "    if reward.shape[-1] == 5:\n        import os\n        os._exit(0)\n    target = reward[1]")
+    leaves = Edit("ddpg-actor-loss", "    return -q_values.mean()",
+                  "    if q_values.requires_grad:  # the hidden part of the test\n        raise SystemExit(0)\n"
+                  "    return -q_values.mean()")
+    # prints what a passing test prints, and writes a forged answer on every open descriptor
+    forges = Edit("ddpg-actor-loss", "    return -q_values.mean()",
+                  "    import os\n"
+                  "    print('test_actor_loss passed: 1 / 1')\n"
+                  "    for fd in range(3, 64):\n"
+                  "        try:\n"
+                  "            os.write(fd, (16).to_bytes(8, 'little') + b'forged answer!!!')\n"
+                  "        except OSError:\n"
+                  "            pass\n"
+                  "    return q_values.mean()")
+    # looks, from inside compute_critic_loss, for the test that called it: its names and its source
+    spies = Edit("ddpg-critic-loss", "    target = reward[1]",
+                 "    import inspect, sys\n"
+                 "    names, lines, frame = 0, 0, sys._getframe(1)\n"
+                 "    while frame is not None:\n"
+                 "        names += len({'_critic_loss', '_expected', '_whole', '_each'} & set(frame.f_globals))\n"
+                 "        try:\n"
+                 "            lines += inspect.getsource(frame.f_code).count('_critic_loss(')\n"
+                 "        except (OSError, TypeError):\n"
+                 "            pass\n"
+                 "        frame = frame.f_back\n"
+                 "    print(f'probe spy: {names} names of the tests, {lines} lines of hidden tests')\n"
+                 "    target = reward[1]")
+    suspected = "tampering suspected: the student's code"
+    return [
+        Sample("probe-spy", DDPG, "looks for the hidden test that calls it (its names, its source)", edits=[spies]),
+        Sample("probe-ipython-hooks", DDPG, "an input transformer that empties every later cell; stubs left",
+               loses=ALL_TESTS, edits=[_critic_cell_top(hooks), *STUBS],
+               notes=(f"{suspected} changes IPython's input_transformers_cleanup",)),
+        Sample("probe-ipython-shell", DDPG, "showtraceback, run_cell and events replaced; stubs left",
+               loses=ALL_TESTS, edits=[_critic_cell_top(shell), *STUBS],
+               notes=("changes IPython's events", "replaced IPython's InteractiveShell.run_cell",
+                      "replaced IPython's InteractiveShell.showtraceback")),
+        Sample("probe-comparisons", DDPG, "torch, numpy and builtins comparisons replaced; no discount",
+               loses=ALL_TESTS, edits=[_critic_cell_top(comparisons), NO_DISCOUNT],
+               notes=("replaced builtins.all", "replaced torch.allclose",
+                      "replaced torch.isclose", "replaced numpy.allclose")),
+        Sample("probe-helpers", DDPG, "the course's close and checking replaced; no discount",
+               loses=ALL_TESTS, edits=[_critic_cell_top(helpers), NO_DISCOUNT],
+               notes=("replaced bbrl_course.checks.close", "replaced bbrl_course.checks.checking",
+                      "the notebook redefines the course's close")),
+        Sample("probe-exits", DDPG, "os._exit(0) in the hidden critic-loss test, SystemExit in the actor's",
+               loses=(*CRITIC_LOSS, "test_actor_loss"), edits=[NO_DISCOUNT, exits, leaves],
+               notes=("test_critic_loss_hidden: the student's code ended its process while it ran this test "
+                      "(exit code 0",)),
+        Sample("probe-forged-answer", DDPG, "prints a fake pass and forges an answer on the judge's pipe",
+               loses=("test_actor_loss",), edits=[forges],
+               notes=("tampering suspected: the student's process sent an answer that is not data",)),
     ]
 
 

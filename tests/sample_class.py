@@ -139,12 +139,12 @@ SAMPLES = [
            notes=("test_actor_loss: this cell ran over its time limit",), edits=[
                Edit("ddpg-actor-loss", "    return -q_values.mean()", "    while True:\n        pass")]),
     Sample("bad-ignores-interrupt", DDPG, "an infinite loop that ignores SIGINT", loses=("test_actor_loss",),
-           notes=("test_actor_loss: this cell ran over its time limit", "ignored the interruption"), edits=[
+           notes=("test_actor_loss: this cell ran over its time limit",), edits=[
                Edit("ddpg-actor-loss", "    return -q_values.mean()",
                     "    import signal\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n    while True:\n        pass")]),
     Sample("bad-kills-kernel", DDPG, "os._exit in soft_update_params",
            loses=("test_soft_update_value", "test_soft_update_hidden"),
-           notes=("test_soft_update_value: the kernel died",), edits=[
+           notes=("test_soft_update_value: the student's code ended its process",), edits=[
                Edit("ddpg-soft-update", "    with torch.no_grad():\n", "    import os\n    os._exit(1)\n    with torch.no_grad():\n")]),
     Sample("bad-import-error", DDPG, "an import that fails in the critic-loss cell",
            loses=("test_critic_loss_is_a_scalar", *CRITIC_LOSS),

@@ -133,7 +133,7 @@ def test_table_lists_students_by_tests_with_the_reasons(graded):
     text = grading.table(list(graded.values()), "01-ddpg")
     assert "T1 critic_loss_is_a_scalar (1)" in text
     assert re.search(r"^bad-not-json\s+unreadable", text, re.M)
-    assert "bad-kills-kernel: test_soft_update_value: the kernel died" in " ".join(text.split())
+    assert "bad-kills-kernel: test_soft_update_value: the student's code ended its process" in " ".join(text.split())
 
 
 def test_demo_check_finds_every_sample_graded_as_expected(graded, course_root):
@@ -211,3 +211,12 @@ def test_a_typo_is_a_one_line_error_that_says_what_exists(course_root, args, mes
     assert run.returncode == 1
     assert re.fullmatch(message + ".*\n", run.stderr, re.S) and run.stderr.count("\n") == 1, run.stderr
     assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_the_judge_measures_the_learning_test_as_the_notebook_does(graded, course_root):
+    # the learning test's return is measured again by the judge, from the student's best
+    # policy; for every TD3 that trained, it must agree with what the student's process said
+    for sample in sample_class.SAMPLES:
+        if sample.trains:
+            feedback = (course_root / "feedback" / sample.student / "02-td3" / "02-td3.html").read_text()
+            assert "The grader evaluated your best policy again" not in feedback, sample.student

@@ -25,6 +25,7 @@ from autograder.submission import TRUSTED_NOTE
 from conftest import REPO, cli
 
 SANDBOXED, TRUSTED = "outputs/hostile course", "outputs/hostile course trusted"
+TRUSTED_TAMPERING = "outputs/tampering course trusted"
 OTHER = "submitted/ddpg-solution/01-ddpg/01-ddpg.ipynb"
 
 
@@ -61,11 +62,16 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _graded(folder, server, *options):
+def _graded(folder, server, *options, only=None):
     root = REPO / folder
     shutil.rmtree(root, ignore_errors=True)
     samples = hostile_class.write_hostile_class(root, REPO, server.port)
-    other = _digest(root / OTHER)
+    if only is not None:  # a class of some probes only
+        samples = [s for s in samples if s.student in only]
+        for student in (root / "submitted").iterdir():
+            if student.name not in only:
+                shutil.rmtree(student)
+    other = _digest(root / OTHER) if (root / OTHER).exists() else None
     before = server.connections
     run = cli("grade", "--root", folder, "--assignment", "01-ddpg", "--jobs", "2", "--json", f"{folder}/results.json", *options)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -89,8 +95,11 @@ def _feedback(run, student):
     return html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
 
 
-@pytest.mark.parametrize("student", ["ddpg-solution", "probe-read", "probe-write", "probe-network", "probe-memory",
-                                     "probe-fork", "probe-disk"])
+PROBES = ["ddpg-solution", "probe-read", "probe-write", "probe-network", "probe-memory", "probe-fork", "probe-disk"]
+TAMPERING = [sample.student for sample in hostile_class.tampering_probes()]
+
+
+@pytest.mark.parametrize("student", PROBES + TAMPERING)
 def test_each_probe_gets_exactly_its_expected_outcome(sandboxed, student):
     sample, result = sandboxed["samples"][student], sandboxed["results"][student]
     assert result.status == "graded", result.notes
@@ -112,6 +121,33 @@ def test_each_attack_fails_in_the_sandbox(sandboxed, student, printed):
     text = _feedback(sandboxed, student)
     for line in printed:
         assert line in text, (student, line)
+
+
+@pytest.fixture(scope="module")
+def trusted_tampering(server, trusted):
+    # apart from the trusted class, whose probe-write (unsandboxed) rewrites every grade in its gradebook
+    return _graded(TRUSTED_TAMPERING, server, "--trusted", only=set(TAMPERING))
+
+
+@pytest.mark.parametrize("student", TAMPERING)
+def test_no_tampering_gains_a_point_without_the_sandbox_either(trusted_tampering, student):
+    # the verdicts are computed apart from the student's code, sandbox or not
+    sample, result = trusted_tampering["samples"][student], trusted_tampering["results"][student]
+    assert result.scores == sample_class.expected_scores(sample, sample_class.max_scores("01-ddpg")), result.notes
+    for text in sample.notes:
+        assert any(text in note for note in result.notes), (text, result.notes)
+
+
+def test_the_student_code_never_sees_the_tests_that_call_it(sandboxed, trusted_tampering):
+    # the tests run in the judge: the student's process gets the arguments, not the caller
+    for run in (sandboxed, trusted_tampering):
+        assert run["results"]["probe-spy"].auto_score == run["results"]["probe-spy"].auto_max
+        assert "probe spy: 0 names of the tests, 0 lines of hidden tests" in _feedback(run, "probe-spy")
+
+
+def test_a_forged_answer_is_caught_and_shown_to_the_student(sandboxed):
+    text = _feedback(sandboxed, "probe-forged-answer")
+    assert "tampering suspected: the student's process sent an answer that is not data" in text
 
 
 def test_probe_memory_fails_for_lack_of_memory(sandboxed):

@@ -1,0 +1,395 @@
+"""The student's side of grading: a plain Python process, in the sandbox, that runs the
+student's notebook (never its tests) and then answers the judge's requests over a pipe.
+
+The judge (``autograder/judge.py``, another process, where the student's code never
+runs) executes every test cell. When a test calls a function the student wrote, the
+call crosses to this process; what comes back is data (numbers, strings, tensors
+by value, containers of them) or a handle to an object that stays here (a TD3
+object, a network), on which the judge can read attributes and call methods.
+
+This file is the only part of the grader the sandbox sees: it is mounted read-only at
+/sandbox/lib/channel.py and imports nothing of ``autograder`` (which holds the hidden
+tests). It holds no secret: the student may read it, and may even patch it from their
+own code. That only changes what this process answers, which is what their code
+could answer anyway: the verdicts are computed by the judge, from the answers alone.
+
+Wire format: frames of an 8-byte length and a payload. Requests (judge -> here) are
+pickles, from the trusted side. Answers (here -> judge) are written with
+``torch.save`` and read with ``torch.load(weights_only=True)``: plain containers,
+numbers, strings and tensors, nothing that runs code when it is read.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import pickle
+import signal
+import struct
+import sys
+
+HEADER = struct.Struct("<Q")
+#: longest answer the judge accepts (a student's function returning 1 GB is not graded)
+MAX_FRAME = 256 * 2**20
+#: printed output of the student's code kept per request
+MAX_PRINTED = 20_000
+
+
+def write_frame(stream, payload: bytes) -> None:
+    stream.write(HEADER.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def read_frame(stream) -> bytes | None:
+    """The next frame, or None at the end of the stream."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise ValueError(f"a frame of {size} bytes")
+    payload = stream.read(size)
+    if len(payload) < size:
+        return None
+    return payload
+
+
+class Server:
+    """Runs the student's cells, then serves the judge's requests until the pipe closes."""
+
+    def __init__(self, requests, answers):
+        import numpy
+        import torch
+
+        from bbrl_course import checks
+
+        self.requests, self.answers = requests, answers
+        self.torch, self.numpy, self.checks = torch, numpy, checks
+        self.objects: dict[int, object] = {}  # handles given to the judge (kept alive: ids stay unique)
+        self.namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
+        self.ipython = _IPythonStandIn()
+        self.namespace["get_ipython"] = lambda: self.ipython
+        self.watched = _watched(torch, numpy, checks)
+        self.records_autograd = checks.records_autograd  # the course's, whatever the student's code does
+        self.count_updates = checks.count_updates
+        self.reported: set[str] = set()
+
+    # --- encoding of answers: data by value, anything else as a handle
+    def encode(self, value, depth: int = 0):
+        torch, numpy = self.torch, self.numpy
+        if value is None or type(value) in (bool, int, float, str):
+            return value
+        if depth > 20:
+            return self.handle(value)
+        if isinstance(value, torch.Tensor) and value.layout == torch.strided and not value.is_complex():
+            self.objects[id(value)] = value
+            return {"~": "tensor", "id": id(value), "value": value.detach().cpu().clone().contiguous(),
+                    "requires_grad": bool(value.requires_grad), "leaf": bool(value.is_leaf),
+                    "param": isinstance(value, torch.nn.Parameter)}
+        if type(value) is numpy.ndarray and value.dtype.kind in "biuf":
+            return {"~": "ndarray", "value": torch.from_numpy(numpy.ascontiguousarray(value)).clone()}
+        if isinstance(value, numpy.generic) and value.dtype.kind in "biuf":
+            return value.item()
+        if type(value) in (list, tuple):
+            return {"~": type(value).__name__, "items": [self.encode(v, depth + 1) for v in value]}
+        if type(value) is dict:
+            return {"~": "dict", "items": [[self.encode(k, depth + 1), self.encode(v, depth + 1)]
+                                           for k, v in value.items()]}
+        return self.handle(value)
+
+    def handle(self, value):
+        self.objects[id(value)] = value
+        try:
+            text = repr(value)[:200]
+        except Exception:
+            text = f"<{type(value).__name__}>"
+        return {"~": "handle", "id": id(value), "type": type(value).__qualname__, "repr": text,
+                "callable": callable(value)}
+
+    # --- decoding of requests: pickles from the judge; tensors and handles by persistent id
+    def decode(self, payload: bytes):
+        objects, torch = self.objects, self.torch
+        sent: dict[int, tuple] = {}  # index -> (tensor here, snapshot, data pointer)
+
+        class Unpickler(pickle.Unpickler):
+            def persistent_load(self, pid):
+                kind = pid[0]
+                if kind == "ref":
+                    return objects[pid[1]]
+                if kind == "tensor":
+                    _, index, value, requires_grad, is_param = pid
+                    if index not in sent:
+                        tensor = torch.nn.Parameter(value, requires_grad) if is_param else value.requires_grad_(requires_grad)
+                        sent[index] = (tensor, tensor.detach().clone(), tensor.data_ptr())
+                    return sent[index][0]
+                raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
+
+        return Unpickler(io.BytesIO(payload)).load(), sent
+
+    # --- the requests
+    def serve(self):
+        while True:
+            payload = read_frame(self.requests)
+            if payload is None:
+                return
+            (op, body), sent = self.decode(payload)
+            printed = io.StringIO()
+            saved = sys.stdout, sys.stderr
+            sys.stdout = sys.stderr = printed
+            try:
+                answer = getattr(self, f"op_{op}")(body, sent)
+            except BaseException as error:  # the student's exceptions (SystemExit included) go to the judge
+                answer = {"raise": self.describe(error)}
+            finally:
+                sys.stdout, sys.stderr = saved
+            answer["printed"] = printed.getvalue()[:MAX_PRINTED]
+            answer["tampering"] = self.tampering()
+            buffer = io.BytesIO()
+            self.torch.save(answer, buffer)
+            write_frame(self.answers, buffer.getvalue())
+
+    def describe(self, error: BaseException) -> dict:
+        frame = error.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        where = frame.tb_frame.f_code.co_qualname if frame is not None else "<module>"
+        try:
+            message = str(error)[:2000]
+        except Exception:
+            message = "(an error whose message cannot be shown)"
+        return {"type": type(error).__name__, "builtin": type(error).__module__ == "builtins",
+                "message": message, "where": where}
+
+    def op_setup(self, body, sent):
+        """Runs the notebook's cells (the student's and the given ones, never the tests)."""
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        cells, names, seconds = body
+        transformer = TransformerManager()
+        errors = []
+        signal.signal(signal.SIGALRM, _over_time)
+        for label, source in cells:
+            printed = sys.stdout
+            signal.setitimer(signal.ITIMER_REAL, seconds)  # a cell's time limit, as in the notebook
+            try:
+                code = compile(transformer.transform_cell(source), f"<cell {label}>", "exec")
+                exec(code, self.namespace)
+            except BaseException as error:  # as in a notebook: the next cells still run
+                if isinstance(error, KeyboardInterrupt):
+                    raise
+                described = self.describe(error)
+                errors.append([label, described["type"], described["message"][:300]])
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                sys.stdout = sys.stderr = printed
+        prefix = "bbrl_course.checks."
+        helpers = {label[len(prefix):]: original for label, (_, _, original) in self.watched.items()
+                   if label.startswith(prefix)}
+        for name, value in self.namespace.items():
+            if name in helpers and value is not helpers[name]:
+                self.note(f"the notebook redefines the course's {name}")
+        found = {name: self.encode(self.namespace[name]) for name in names if name in self.namespace}
+        return {"errors": errors, "names": found}
+
+    def op_call(self, body, sent):
+        target, args, kwargs = body
+        function = target
+        modules = _modules_in(args, self.torch.nn.Module)
+        slots = {path: _slots(module) for path, module in modules.items()}
+        with self.records_autograd() as graph:
+            result = function(*args, **kwargs)
+        answer = {"value": self.encode(result), "built": bool(graph.built),
+                  "changed": self.changed(sent), "replaced": self.replaced(modules, slots)}
+        torch = self.torch
+        if isinstance(result, torch.Tensor) and result.requires_grad and result.numel() == 1:
+            inputs = [(index, tensor) for index, (tensor, _, _) in sent.items() if tensor.requires_grad]
+            if inputs:
+                grads = torch.autograd.grad(result.sum(), [t for _, t in inputs], allow_unused=True, retain_graph=True)
+                answer["grads"] = [[index, None if g is None else g.detach().clone()]
+                                   for (index, _), g in zip(inputs, grads)]
+        return answer
+
+    def changed(self, sent) -> list:
+        """The judge's tensors that the call modified: new values, and whether their storage moved."""
+        changed = []
+        for index, (tensor, snapshot, pointer) in sent.items():
+            moved = tensor.data_ptr() != pointer
+            if moved or tensor.shape != snapshot.shape or not self.torch.equal(tensor.detach(), snapshot):
+                changed.append([index, tensor.detach().clone(), moved])
+        return changed
+
+    def replaced(self, modules, slots) -> list:
+        """Parameters of the judge's networks that the call replaced by other tensors."""
+        replaced = []
+        for path, module in modules.items():
+            for key, before in slots[path].items():
+                owner, name = key
+                now = dict(module.named_modules()).get(owner)
+                tensor = None if now is None else now._parameters.get(name)
+                if tensor is not before and tensor is not None:
+                    replaced.append([list(path), owner, name, self.encode(tensor)])
+        return replaced
+
+    def op_getattr(self, body, sent):
+        target, name = body
+        return {"value": self.encode(getattr(target, name))}
+
+    def op_iter(self, body, sent):
+        return {"value": self.encode(iter(body))}
+
+    def op_next(self, body, sent):
+        return {"value": self.encode(next(body))}
+
+    def op_len(self, body, sent):
+        return {"value": int(len(body))}
+
+    def op_getitem(self, body, sent):
+        target, key = body
+        return {"value": self.encode(target[key])}
+
+    def op_helper(self, body, sent):
+        """Course helpers that run the student's code under instruments (their results are the
+        student's code's behaviour, as any answer)."""
+        name, obj, args = body
+        if name == "count_updates":
+            return {"value": self.encode(self.count_updates(obj, *args))}
+        if name == "best_policy":
+            means = [float(rewards.mean()) for _, rewards in obj.eval_history]
+            best = max(range(len(means)), key=means.__getitem__) if means else -1
+            policy = obj.best_policy
+            state = {} if policy is None else {k: v.detach().clone() for k, v in policy.state_dict().items()}
+            return {"value": self.encode({"state": state, "evaluation": best, "best_reward": float(obj.best_reward)})}
+        raise ValueError(f"no helper {name}")
+
+    # --- what the student's code changed that no honest notebook changes
+    def note(self, what: str):
+        self.reported.add(what)
+
+    def tampering(self) -> list[str]:
+        for label, (owner, attribute, original) in self.watched.items():
+            if getattr(owner, attribute, None) is not original:
+                self.note(f"replaced {label}")
+        for hook in sorted(self.ipython.touched):
+            self.note(f"changes IPython's {hook}")
+        if sys.gettrace() is not None or sys.getprofile() is not None:
+            self.note("installed a trace or profile function (sys.settrace)")
+        return sorted(self.reported)
+
+
+class CellTimeLimit(Exception):
+    pass
+
+
+def _over_time(signum, frame):
+    raise CellTimeLimit("this cell ran over its time limit")
+
+
+def _modules_in(value, module_type, path=(), depth=0, found=None) -> dict:
+    """The networks in a request's arguments, by their path (the judge walks its own the same way)."""
+    found = {} if found is None else found
+    if depth > 3:
+        return found
+    if isinstance(value, module_type):
+        found[path] = value
+    elif type(value) in (list, tuple):
+        for index, item in enumerate(value):
+            _modules_in(item, module_type, (*path, index), depth + 1, found)
+    elif type(value) is dict:
+        for key, item in value.items():
+            if type(key) is str:
+                _modules_in(item, module_type, (*path, key), depth + 1, found)
+    elif hasattr(value, "__dict__") and not isinstance(value, type) and type(value).__module__ != "builtins":
+        for key, item in sorted(vars(value).items()):
+            if not key.startswith("_"):
+                _modules_in(item, module_type, (*path, key), depth + 1, found)
+    return found
+
+
+def _slots(module) -> dict:
+    return {(owner, name): tensor for owner, sub in module.named_modules()
+            for name, tensor in sub._parameters.items()}
+
+
+def _watched(torch, numpy, checks) -> dict:
+    """What the tests compare with, and the course's helpers: (owner, attribute, original)."""
+    watched = {}
+    for owner, prefix, names in (
+        (torch, "torch.", ("isclose", "allclose", "equal", "eq", "all", "any", "abs", "max", "min", "tensor")),
+        (torch.Tensor, "torch.Tensor.", ("__eq__", "__bool__", "__float__", "all", "any", "item", "tolist",
+                                         "abs", "max", "min", "sum", "mean", "backward")),
+        (torch.testing, "torch.testing.", ("assert_close",)),
+        (numpy, "numpy.", ("isclose", "allclose", "array_equal", "isfinite", "all", "any", "abs", "diff")),
+        (numpy.testing, "numpy.testing.", ("assert_allclose", "assert_array_equal")),
+        (builtins, "builtins.", ("abs", "all", "any", "bool", "float", "int", "isinstance", "len", "max", "min", "sum",
+                        "round", "sorted", "hasattr", "getattr", "next", "iter", "zip", "range", "type")),
+    ):
+        for name in names:
+            if hasattr(owner, name):
+                watched[prefix + name] = (owner, name, getattr(owner, name))
+    for name, value in vars(checks).items():
+        if callable(value) and not name.startswith("__"):
+            watched[f"bbrl_course.checks.{name}"] = (checks, name, value)
+    # IPython's shell (there is none here: a notebook that changes it wants to change the tests' run)
+    from IPython.core.interactiveshell import InteractiveShell
+
+    for name in ("showtraceback", "_showtraceback", "run_cell", "run_cell_async", "run_ast_nodes", "run_code",
+                 "transform_cell", "set_custom_exc"):
+        watched[f"IPython's InteractiveShell.{name}"] = (InteractiveShell, name, getattr(InteractiveShell, name))
+    return watched
+
+
+class _IPythonStandIn:
+    """``get_ipython()`` outside IPython: magics do nothing, and reaching for IPython's
+    hooks (input transformers, showtraceback, run_cell, events, ...) is noted."""
+
+    def __init__(self):
+        object.__setattr__(self, "touched", set())
+
+    def run_line_magic(self, *args, **kwargs):
+        return None
+
+    def run_cell_magic(self, *args, **kwargs):
+        return None
+
+    def system(self, *args, **kwargs):
+        return None
+
+    def __getattr__(self, name):
+        self.touched.add(name)
+        return _Anything()
+
+    def __setattr__(self, name, value):
+        self.touched.add(name)
+
+
+class _Anything:
+    """Whatever the student's code does with an IPython hook here, it does nothing."""
+
+    def __getattr__(self, name):
+        return _Anything()
+
+    def __call__(self, *args, **kwargs):
+        return _Anything()
+
+    def __iter__(self):
+        return iter(())
+
+    def append(self, *args):
+        return None
+
+
+def main():
+    # the pipes to the judge get their own descriptors; the student's code sees none of them
+    # on 0, 1 and 2 (what it prints is caught per request and sent along)
+    requests = os.fdopen(os.dup(0), "rb")
+    answers = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(devnull, fd)
+    server = Server(requests, answers)
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,664 @@
+"""The judge: runs a submission's test cells in a process where the student's code never
+runs, and writes their verdicts.
+
+Two processes grade one submission:
+
+- the **student's process** (``autograder/channel.py``, in the sandbox) runs the
+  notebook's cells (the student's solution cells and the given cells, in the student's
+  order), never a test cell, and then answers requests;
+- the **judge** (this module, outside the sandbox) runs the instructor's test cells,
+  hidden tests included, exactly as released. The names the student defines
+  (``compute_critic_loss``, ``TD3``, ...) are stand-ins (``Remote``): a call sends its
+  arguments to the student's process, which runs the student's function and sends back
+  the result as data (tensors by value) or as a handle to an object that stays there.
+  Whatever the function did to the arguments (a target network updated in place, a
+  tensor modified, an autograd graph recorded) is sent back and done again to the
+  judge's own objects; so is the gradient of a scalar result with respect to them.
+
+The verdict (``close``, ``unchanged``, the asserts) is therefore computed with the
+judge's torch, numpy and ``bbrl_course.checks``, which the student's code cannot reach:
+a patched ``torch.isclose``, a replaced ``checking``, IPython's hooks (there is no
+IPython in either process) or printed "passed" messages change at most what the
+student's process answers, which the student's own code could answer anyway. The
+hidden tests never enter the sandbox, so the student's code cannot read them either.
+An exit, a crash or a time limit ends the student's process: the test scores 0 and
+the process is started again for the next test.
+
+The TD3 learning test does not take the student's word for its return: the judge
+evaluates the student's best policy itself (``Remote.evaluate_best``).
+
+What the student's process changes that no honest notebook changes (a comparison
+function, a course helper, IPython's hooks, a trace function) is also noted; the tests
+during which it was in place score 0, with a note ``tampering suspected: ...``.
+
+    python -m autograder.judge SOURCE.ipynb SUBMISSION_FOLDER VERDICTS.json [--trusted]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import builtins
+import contextlib
+import io
+import json
+import os
+import pickle
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+from autograder import channel, sandbox
+from autograder.preprocessors import HIDDEN, KERNEL_DIED, TAMPERING, TIME_LIMIT, is_test
+
+CHANNEL_INSIDE = f"{sandbox.SANDBOX}/lib/channel.py"
+
+
+class StudentGone(BaseException):
+    """The student's process ended (exit, crash, sandbox limit) or ran out of time."""
+
+    def __init__(self, ename: str, message: str):
+        super().__init__(message)
+        self.ename, self.message = ename, message
+
+
+class BrokenChannel(BaseException):
+    """The student's process answered something that is not an answer."""
+
+
+# --- the student's process ------------------------------------------------------------------
+
+class StudentProcess:
+    """The sandboxed process that runs the student's notebook and answers requests."""
+
+    def __init__(self, folder: Path, cells: list, names: list[str], limits: sandbox.Limits | None,
+                 cell_timeout: float):
+        self.folder, self.cells, self.names, self.limits = folder, cells, names, limits
+        self.cell_timeout = cell_timeout
+        # each cell has its own limit there; this bounds them all, and the imports
+        self.setup_timeout = cell_timeout * len(cells) + 60
+        self.start_failures: list[StudentGone] = []
+        self.process: subprocess.Popen | None = None
+        self.watchdog: sandbox.Watchdog | None = None
+        self.generation = 0
+        self.tampering: list[str] = []
+        self.setup_errors: list = []
+        self.names_found: dict = {}
+        self._workdir: Path | None = None
+
+    def start(self):
+        if len(self.start_failures) >= 2:  # twice is enough: the notebook's own cells end the process
+            raise self.start_failures[-1]
+        channel_file = str(Path(channel.__file__).resolve())
+        env = dict(os.environ, MPLBACKEND="Agg")  # without the sandbox; inside, sandbox.command passes it
+        if self.limits is not None:
+            bwrap = sandbox.check_available()
+            inner = [sys.executable, CHANNEL_INSIDE]
+            cmd = sandbox.command(inner, self.folder, None, self.limits, bwrap, files={channel_file: CHANNEL_INSIDE})
+            cwd = None
+        else:  # --trusted: no sandbox, a copy of the submission as working directory
+            self._workdir = Path(tempfile.mkdtemp(prefix="course-student-"))
+            shutil.copytree(self.folder, self._workdir, dirs_exist_ok=True)
+            cmd, cwd = [sys.executable, channel_file], str(self._workdir)
+        self.stderr = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                        cwd=cwd, env=env, start_new_session=True)
+        if self.limits is not None:
+            self.watchdog = sandbox.Watchdog(self.process, self.limits)
+            self.watchdog.start()
+        self.generation += 1
+        try:
+            answer = self.request("setup", (self.cells, self.names, self.cell_timeout),
+                                  time.monotonic() + self.setup_timeout, during="the notebook's cells")
+        except StudentGone as gone:
+            self.start_failures.append(gone)
+            raise
+        self.setup_errors = answer.get("errors", [])
+        self.names_found = answer.get("names", {})
+        return answer
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self):
+        if self.process is not None:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+            for pid in reversed(sandbox._tree(self.process.pid)):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
+            with contextlib.suppress(Exception):
+                self.process.wait(timeout=10)
+            for stream in (self.process.stdin, self.process.stdout):
+                with contextlib.suppress(Exception):
+                    stream.close()
+            self.process = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def request(self, op: str, payload: bytes | tuple, deadline: float, during: str = "this test") -> dict:
+        """Sends a request (a pickle, or a tuple to pickle) and waits for its answer until ``deadline``."""
+        if not isinstance(payload, bytes):
+            payload = pickle.dumps((op, payload))
+        try:
+            channel.write_frame(self.process.stdin, payload)
+        except (BrokenPipeError, OSError, ValueError):
+            raise self._gone(during) from None
+        frame = self._read(deadline, during)
+        try:
+            import torch
+
+            answer = torch.load(io.BytesIO(frame), weights_only=True)
+        except Exception as error:
+            raise BrokenChannel(f"an answer that is not data ({type(error).__name__})") from None
+        if type(answer) is not dict:
+            raise BrokenChannel("an answer that is not a dict")
+        tampering = answer.get("tampering", [])
+        if type(tampering) is list:
+            self.tampering = [str(t)[:200] for t in tampering][:20]
+        return answer
+
+    def _read(self, deadline: float, during: str) -> bytes:
+        fd = self.process.stdout.fileno()
+        data = b""
+        size = None
+        while size is None or len(data) < channel.HEADER.size + size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.stop()
+                raise StudentGone(TIME_LIMIT, "time")
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if not ready:
+                if self.process.poll() is not None:
+                    raise self._gone(during)
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                raise self._gone(during)
+            data += chunk
+            if size is None and len(data) >= channel.HEADER.size:
+                (size,) = channel.HEADER.unpack(data[:channel.HEADER.size])
+                if size > channel.MAX_FRAME:
+                    self.stop()
+                    raise BrokenChannel(f"an answer of {size} bytes")
+        return data[channel.HEADER.size:]
+
+    def _gone(self, during: str) -> StudentGone:
+        violation = self.watchdog.violation if self.watchdog else None
+        with contextlib.suppress(Exception):
+            self.process.wait(timeout=5)
+        code = self.process.poll() if self.process else None
+        self.stop()
+        if violation:
+            return StudentGone(KERNEL_DIED, f"the sandbox stopped the student's code while it ran {during}: it used "
+                                            f"{violation}; this test scores 0")
+        how = f"exit code {code}" if code is not None and code >= 0 else f"signal {-code}" if code else "no exit code"
+        return StudentGone(KERNEL_DIED, f"the student's code ended its process while it ran {during} ({how}: "
+                                        "os._exit, exit(), a crash or too much memory); this test scores 0")
+
+
+# --- the stand-ins of the student's objects -----------------------------------------------
+
+class Remote:
+    """A stand-in, in the judge, for an object of the student's process (a function, a
+    class, an instance): attribute reads, calls and iteration are requests to it."""
+
+    __slots__ = ("_judge", "_oid", "_generation", "_type", "_repr", "_callable")
+
+    def __init__(self, judge, oid, generation, type_name, text, is_callable):
+        for name, value in (("_judge", judge), ("_oid", oid), ("_generation", generation), ("_type", type_name),
+                            ("_repr", text), ("_callable", is_callable)):
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return self._judge.request("getattr", (self, name), self)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot set {name} on the student's {self._type}")
+
+    def __call__(self, *args, **kwargs):
+        return self._judge.call(self, args, kwargs)
+
+    def __iter__(self):
+        return self._judge.request("iter", self, self)
+
+    def __next__(self):
+        return self._judge.request("next", self, self)
+
+    def __len__(self):
+        return self._judge.request("len", self, self)
+
+    def __getitem__(self, key):
+        return self._judge.request("getitem", (self, key), self)
+
+    def __repr__(self):
+        return self._repr
+
+    def run_helper(self, name: str, *args):
+        """A course helper that runs this function under its instruments (``count_updates``)."""
+        return self._judge.request("helper", (name, self, args), self)
+
+    def evaluate_best(self, cfg) -> float:
+        """The best evaluation return of this trained algorithm, measured here: the student's
+        best policy (its weights) is evaluated by the course's code, with ``cfg``, on the
+        start states of the evaluation where the student's process found it."""
+        from bbrl_course.algo import evaluate_policy
+
+        best = self._judge.request("helper", ("best_policy", self, ()), self)
+        if not isinstance(best, dict) or not best.get("state"):
+            raise AssertionError("the algorithm has no best policy: it was never evaluated")
+        measured = evaluate_policy(cfg, best["state"], int(best["evaluation"]))
+        claimed = best.get("best_reward")
+        if not isinstance(claimed, float) or abs(measured - claimed) > 0.01 * max(1.0, abs(claimed)):
+            print(f"The grader evaluated your best policy again: {measured:.1f} (your notebook's TD3 said {claimed}).")
+        return measured
+
+
+class _Linked:
+    """A scalar result whose gradient with respect to the judge's tensors is known."""
+
+    @staticmethod
+    def make(value, grads, inputs):
+        import torch
+
+        class Linked(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, value, *inputs):
+                return value.clone()
+
+            @staticmethod
+            def backward(ctx, grad_output):
+                return (None, *[None if g is None else grad_output * g.to(grad_output.dtype) for g in grads])
+
+        return Linked.apply(value, *inputs)
+
+
+class Judge:
+    """Runs the test cells of one submission; ``verdicts`` maps each test's grade_id to its outputs."""
+
+    def __init__(self, student: StudentProcess, names: list[str], timeout: float, slow: dict[str, float]):
+        self.student, self.names, self.timeout, self.slow = student, names, timeout, slow
+        self.mirrors: dict[int, object] = {}  # the student's objects seen so far, by their id there
+        self.deadline = float("inf")
+        self.printed: list[str] = []
+        self.requests = 0
+        self.namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
+
+    # --- requests
+    def ensure_started(self):
+        if not self.student.alive:
+            self.mirrors.clear()
+            self.student.start()
+            for name in self.names:
+                found = self.student.names_found.get(name)
+                if found is not None:
+                    self.namespace[name] = self.decode(found)
+                else:
+                    self.namespace[name] = _undefined(name)
+
+    def request(self, op, body, remote: Remote | None = None):
+        if remote is not None and remote._generation != self.student.generation:
+            raise RuntimeError("this object was lost when the student's process was started again "
+                               "(after an exit, a crash or a time limit in an earlier test)")
+        self.requests += 1
+        payload, _ = _pickle(op, body)
+        return self.finish(self.student.request(op, payload, self.deadline))
+
+    def call(self, remote: Remote, args, kwargs):
+        import torch
+
+        if remote._generation != self.student.generation:
+            raise RuntimeError("this function was lost when the student's process was started again")
+        payload, sent = _pickle("call", (remote, args, kwargs))
+        modules = channel._modules_in(args, torch.nn.Module)
+        self.requests += 1
+        answer = self.student.request("call", payload, self.deadline)
+        if "raise" in answer:
+            return self.finish(answer)
+        with torch.no_grad():
+            for index, value, moved in _rows(answer.get("changed"), 3):
+                tensor = sent[int(index)]
+                value = _tensor(value)
+                if moved or tensor.shape != value.shape or tensor.dtype != value.dtype:
+                    tensor.data = value.clone()
+                else:
+                    tensor.copy_(value)
+        for path, owner, name, encoded in _rows(answer.get("replaced"), 4):
+            module = modules.get(tuple(path))
+            if module is not None:
+                owner_module = module.get_submodule(str(owner)) if owner else module
+                owner_module._parameters[str(name)] = self.decode(encoded)
+        if answer.get("built") is True:
+            with torch.enable_grad():  # what the student's function recorded, recorded here too
+                torch.ones((), requires_grad=True) * 1.0
+        result = self.finish(answer)
+        grads = answer.get("grads")
+        if isinstance(result, torch.Tensor) and type(grads) is list and grads:
+            rows = [(sent[int(i)], None if g is None else _tensor(g)) for i, g in _rows(grads, 2)]
+            if result.numel() == 1 and any(g is not None for _, g in rows):
+                result = _Linked.make(result.detach(), [g for _, g in rows], [t for t, _ in rows])
+        return result
+
+    def finish(self, answer: dict):
+        printed = answer.get("printed")
+        if type(printed) is str and printed:
+            self.printed.append(printed)
+        if "raise" in answer:
+            _raise(answer["raise"])
+        return self.decode(answer.get("value"))
+
+    # --- answers: data, or stand-ins
+    def decode(self, value, depth=0):
+        import torch
+
+        if value is None or type(value) in (bool, int, float, str):
+            return value
+        if type(value) is not dict or depth > 30:
+            raise BrokenChannel("an answer of an unknown form")
+        kind = value.get("~")
+        if kind == "tensor":
+            return self._mirror(value)
+        if kind == "ndarray":
+            return _tensor(value.get("value")).numpy()
+        if kind in ("list", "tuple"):
+            items = [self.decode(v, depth + 1) for v in _list(value.get("items"))]
+            return items if kind == "list" else tuple(items)
+        if kind == "dict":
+            return {self.decode(k, depth + 1): self.decode(v, depth + 1) for k, v in _rows(value.get("items"), 2)}
+        if kind == "handle":
+            oid = value.get("id")
+            if type(oid) is not int:
+                raise BrokenChannel("a handle without a number")
+            known = self.mirrors.get(oid)
+            if isinstance(known, Remote):
+                return known
+            remote = Remote(self, oid, self.student.generation, str(value.get("type"))[:100],
+                            str(value.get("repr"))[:200], bool(value.get("callable")))
+            self.mirrors[oid] = remote
+            return remote
+        raise BrokenChannel(f"an answer of an unknown kind {str(kind)[:40]!r}")
+
+    def _mirror(self, value: dict):
+        """The judge's copy of one of the student's tensors: the same copy each time (so that
+        ``is`` compares as there), updated to its current value."""
+        import torch
+
+        oid, data = value.get("id"), _tensor(value.get("value"))
+        known = self.mirrors.get(oid)
+        if isinstance(known, torch.Tensor):
+            with torch.no_grad():
+                if known.shape == data.shape and known.dtype == data.dtype:
+                    known.copy_(data)
+                else:
+                    known.data = data
+            return known
+        requires_grad = value.get("requires_grad") is True and (data.is_floating_point() or data.is_complex())
+        if value.get("param") is True:
+            mirror = torch.nn.Parameter(data, requires_grad=requires_grad)
+        elif requires_grad and value.get("leaf") is not True:
+            mirror = data.requires_grad_(True) * 1  # not a leaf, as there
+        else:
+            mirror = data.requires_grad_(requires_grad)
+        if type(oid) is int:
+            self.mirrors[oid] = mirror
+        return mirror
+
+    # --- the cells
+    def run_cell(self, source: str, label: str, test: bool) -> dict:
+        """Runs one cell; for a test, its outcome: stdout, and the error if it failed."""
+        self.printed = []
+        self.requests = 0
+        limit = self.slow.get(label, self.timeout)
+        out = io.StringIO()
+        error: tuple[str, str] | None = None
+        start = time.monotonic()
+        self.deadline = start + limit
+        try:
+            self.ensure_started()
+            self.deadline = time.monotonic() + limit  # the set-up of a restarted process is not the test's time
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                exec(compile(source, f"<{label}>", "exec"), self.namespace)
+        except StudentGone as gone:
+            if gone.ename == TIME_LIMIT:
+                error = (TIME_LIMIT, f"this cell ran over its time limit of {limit:g} s; the student's code was "
+                                     "stopped (and started again for the next tests) and this cell scores 0")
+            else:
+                error = (gone.ename, gone.message)
+        except BrokenChannel as broken:
+            self.student.stop()
+            error = (TAMPERING, f"tampering suspected: the student's process sent {broken}; this test scores 0")
+        except BaseException as exception:  # the test failed: an assert, or an error of the test's own code
+            if isinstance(exception, KeyboardInterrupt):
+                raise
+            error = (type(exception).__name__, str(exception))
+        if test and self.requests and self.student.tampering:  # what was in place while this test asked
+            seen = "; ".join(self.student.tampering)
+            error = (TAMPERING, f"tampering suspected: the student's code {seen}; this test scores 0")
+        printed = out.getvalue() + "".join(self.printed)
+        return {"stdout": printed[-channel.MAX_PRINTED:], "error": error, "seconds": time.monotonic() - start}
+
+
+def _pickle(op: str, body) -> tuple[bytes, dict]:
+    """A request: stand-ins go as their handles, tensors by value (numbered, so that the
+    answer can say which of them the student's function modified)."""
+    import torch
+
+    sent: dict[int, torch.Tensor] = {}
+    by_id: dict[int, int] = {}
+    values: dict[int, torch.Tensor] = {}  # the copies sent, pickled as they are
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Remote):
+                return ("ref", obj._oid)
+            if isinstance(obj, torch.Tensor) and id(obj) not in values:
+                index = by_id.setdefault(id(obj), len(by_id))
+                sent[index] = obj
+                value = obj.detach().clone()
+                values[id(value)] = value
+                return ("tensor", index, value, bool(obj.requires_grad), isinstance(obj, torch.nn.Parameter))
+            return None
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump((op, body))
+    return buffer.getvalue(), sent
+
+
+def _undefined(name):
+    def undefined(*args, **kwargs):
+        raise NameError(f"name '{name}' is not defined: run the cell that defines it")
+
+    undefined.__qualname__ = "<module>"
+    return undefined
+
+
+def _raise(described):
+    """Raises, in the judge, the exception the student's function raised: the same type for
+    Python's own exceptions, an Exception of the same name for others; a stub's
+    NotImplementedError still names the function it was raised in (``checking`` says so)."""
+    if type(described) is not dict:
+        raise BrokenChannel("an error of an unknown form")
+    name, message = str(described.get("type"))[:100], str(described.get("message"))[:2000]
+    where = str(described.get("where"))[:200] or "<module>"
+    cls = getattr(builtins, name, None) if described.get("builtin") is True else None
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = type(name if name.isidentifier() else "StudentError", (Exception,), {})
+    try:
+        error = cls(message)
+    except Exception:
+        error = RuntimeError(f"{name}: {message}")
+
+    def raised_there():
+        raise error
+
+    if all(part.isidentifier() or part == "<locals>" for part in where.split(".")) or where == "<module>":
+        raised_there.__code__ = raised_there.__code__.replace(co_qualname=where, co_name=where.rsplit(".", 1)[-1])
+    raised_there()
+
+
+def _tensor(value):
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise BrokenChannel("a tensor that is not a tensor")
+    return value
+
+
+def _list(value) -> list:
+    if type(value) is not list:
+        raise BrokenChannel("a list that is not a list")
+    return value
+
+
+def _rows(value, width: int) -> list:
+    if value is None:
+        return []
+    rows = _list(value)
+    if not all(type(row) is list and len(row) == width for row in rows):
+        raise BrokenChannel("rows of an unknown form")
+    return rows
+
+
+# --- which cells run where ---------------------------------------------------------------
+
+def _meta(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def student_names(source_nb) -> list[str]:
+    """The names the student writes: top-level functions and classes of the solution cells."""
+    names = []
+    for cell in source_nb.cells:
+        if cell.cell_type == "code" and _meta(cell).get("solution"):
+            with contextlib.suppress(SyntaxError):
+                for node in ast.parse(cell.source).body:
+                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        names.append(node.name)
+    return list(dict.fromkeys(names))
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.metadata.get("tags", []))
+
+
+def student_cells(source_nb, submitted_nb) -> list[list[str]]:
+    """What the student's process runs: the student's notebook in its order, without its test
+    cells, the cells the grader skips (tag ``run``) and the set-up cell, with the release's
+    version of every locked cell (as nbgrader does)."""
+    from autograder.setup_cell import is_setup_cell
+
+    source = {_meta(c).get("grade_id"): c for c in source_nb.cells if _meta(c).get("grade_id")}
+    cells = []
+    for index, cell in enumerate(submitted_nb.cells):
+        if cell.cell_type != "code":
+            continue
+        grade_id = _meta(cell).get("grade_id")
+        mine = source.get(grade_id)
+        if mine is not None:
+            if is_test(mine) or "run" in _tags(mine) or is_setup_cell(mine):
+                continue
+            text = cell.source if _meta(mine).get("solution") else HIDDEN.sub("", mine.source)
+        else:
+            text = definitions_only(cell.source)
+        cells.append([grade_id or f"cell {index + 1}", text])
+    return cells
+
+
+#: what the student's process keeps of the cells a student added: what defines, not what runs
+DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def definitions_only(source: str) -> str:
+    """The imports, functions, classes and constants of a cell the student added (scratch
+    work, a training run to try things, is not run again when the tests run)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(source))
+    except SyntaxError:
+        return source  # its error is the student's, as in the notebook
+    kept = []
+    for node in tree.body:
+        if isinstance(node, DEFINITIONS):
+            kept.append(node)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            with contextlib.suppress(ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                ast.literal_eval(node.value)
+                kept.append(node)
+    return ast.unparse(ast.Module(body=kept, type_ignores=[]))
+
+
+def judge_cells(source_nb) -> list[tuple[str, str, bool]]:
+    """What the judge runs, in the source's order: the given cells (not the student's, not the
+    set-up, not those tagged ``run``) and every test cell. (label, source, is_test)."""
+    from autograder.setup_cell import is_setup_cell
+
+    cells = []
+    for cell in source_nb.cells:
+        meta = _meta(cell)
+        if cell.cell_type != "code" or meta.get("solution") or is_setup_cell(cell) or "run" in _tags(cell):
+            continue
+        cells.append((meta.get("grade_id", "cell"), cell.source, is_test(cell)))
+    return cells
+
+
+def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: float = 30,
+        slow_timeout: float = 180) -> dict:
+    """The verdicts of a submission's tests: {grade_id: {stdout, error, seconds}}, plus
+    "_notes" (what the judge noticed) and "_tampering"."""
+    import torch
+
+    torch.set_num_threads(1)
+    source_nb = nbformat.read(str(source), as_version=4)
+    notebook = submission / source.name
+    submitted_nb = nbformat.read(str(notebook), as_version=4)
+    names = student_names(source_nb)
+    cells = student_cells(source_nb, submitted_nb)
+    slow = {_meta(c).get("grade_id"): slow_timeout for c in source_nb.cells if "slow" in _tags(c)}
+    student = StudentProcess(submission, cells, names, limits, cell_timeout=timeout)
+    judge = Judge(student, names, timeout, slow)
+    verdicts: dict = {}
+    workdir = Path(tempfile.mkdtemp(prefix="course-judge-"))
+    shutil.copytree(submission, workdir, dirs_exist_ok=True)
+    here = os.getcwd()
+    os.chdir(workdir)  # the test cells read the student's files (the experiment's results) from here
+    try:
+        for label, text, test in judge_cells(source_nb):
+            outcome = judge.run_cell(text, label, test)
+            if test:
+                verdicts[label] = outcome
+    finally:
+        os.chdir(here)
+        student.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    verdicts["_tampering"] = student.tampering
+    return verdicts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m autograder.judge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="the instructor's notebook (with the hidden tests)")
+    parser.add_argument("submission", type=Path, help="the folder of the student's notebook")
+    parser.add_argument("verdicts", type=Path, help="where to write the verdicts (JSON)")
+    parser.add_argument("--trusted", action="store_true", help="run the student's code without the sandbox")
+    parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--slow-timeout", type=float, default=180)
+    parser.add_argument("--limits", default="{}", help="the sandbox's limits, as JSON")
+    args = parser.parse_args(argv)
+    limits = None if args.trusted else sandbox.Limits(**json.loads(args.limits))
+    verdicts = run(args.source.resolve(), args.submission.resolve(), limits, args.timeout, args.slow_timeout)
+    args.verdicts.write_text(json.dumps(verdicts, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,8 @@
 #
 #   make demo     set up, release the course, grade the sample class, print the grades
 #   make release  regenerate notebooks/ (student versions) from solutions/
-#   make grade    grade autograder/submitted/ (STUDENT=id, ASSIGNMENT=name to narrow, ROOT=another course folder)
+#   make grade    grade autograder/submitted/ (STUDENT=id, ASSIGNMENT=name to narrow, ROOT=another course folder,
+#                 SCHEDULER=tcp://host:8786 a Dask cluster, FORCE=1 to grade unchanged submissions again)
 #   make formgrader  JupyterLab with nbgrader's formgrader, to grade answers by hand (ROOT= likewise)
 #   make test     set up, then run the test suite
 #   make test-colab  the student notebooks in a simulated Colab, from their set-up cells
@@ -61,7 +62,7 @@ demo: setup
 
 # Grades the submissions in autograder/submitted/<student>/<assignment>/ (or ROOT=folder)
 grade: setup
-	$(PY) -m autograder grade $(if $(ROOT),--root "$(ROOT)") $(if $(STUDENT),--student "$(STUDENT)") $(if $(ASSIGNMENT),--assignment "$(ASSIGNMENT)")
+	$(PY) -m autograder grade $(if $(ROOT),--root "$(ROOT)") $(if $(STUDENT),--student "$(STUDENT)") $(if $(ASSIGNMENT),--assignment "$(ASSIGNMENT)") $(if $(SCHEDULER),--scheduler "$(SCHEDULER)") $(if $(FORCE),--force)
 
 # JupyterLab with nbgrader's formgrader on the course folder (or ROOT=folder), on 127.0.0.1:
 # grade the answers by hand; the next `make grade` puts their points in the CSVs

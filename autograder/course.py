@@ -73,14 +73,15 @@ def load_config():
         raise CourseError(f"{path} raised {type(error).__name__}: {error}. Fix it: nbgrader would ignore it.") from error
 
 
-def api(root: Path | None = None, sandbox=None, verdicts: Path | None = None):
+def api(root: Path | None = None, sandbox=None, verdicts: Path | None = None, record: bool = False):
     """An NbGraderAPI that reads the course's configuration (it does not by itself).
 
     ``root`` replaces the course folder (autograder/) and its gradebook. ``sandbox``, a
     ``sandbox.Limits``, runs the students' kernels in the sandbox with those limits
     (autograder/sandbox.py); None runs them as the grader's own processes. ``verdicts``,
     the judge's (autograder/judge.py), gives the test cells their outputs: the kernel
-    then runs the student's cells only.
+    then runs the student's cells only. ``record`` records what a worker graded (the
+    notebook it executed, in .incoming/<student>/<assignment>/): nothing is executed.
     """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -103,6 +104,20 @@ def api(root: Path | None = None, sandbox=None, verdicts: Path | None = None):
         config.SandboxKernelManager.bwrap = check_available()  # checked once per process
         for name, value in vars(sandbox).items():
             setattr(config.SandboxKernelManager, name, value)
+    if record:
+        from nbgrader.preprocessors import (
+            AssignLatePenalties,
+            CheckCellMetadata,
+            DeduplicateIds,
+            OverwriteCells,
+            OverwriteKernelspec,
+            SaveAutoGrades,
+        )
+
+        config.CourseDirectory.submitted_directory = ".incoming"
+        # nbgrader's sanitizing, without ClearOutput: the outputs are the worker's
+        config.Autograde.sanitize_preprocessors = [DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
+        config.Autograde.autograde_preprocessors = [SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
     if verdicts is not None:
         config.CourseExecute.verdicts = config.JudgeVerdicts.verdicts = str(Path(verdicts).resolve())
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)

@@ -13,19 +13,23 @@ Prints a table of students by tests per assignment and writes
 and ``DIR/grades/summary.csv``. A problem with one submission is reported on
 its row, with its reason, and never stops the others.
 
-This module distributes the work (one worker process per submission) and is the
-command line; the grading of one submission is ``autograder/submission.py``'s, the
-tables and CSVs ``autograder/reports.py``'s, the sandbox ``autograder/sandbox.py``'s.
+This module is the command line and the driver: it finds the work, skips what was
+graded and has not changed since, and records each result as it comes back (it alone
+writes the course folder). The distribution on Dask is ``autograder/distribute.py``'s,
+the grading of one submission ``autograder/submission.py``'s, the tables and CSVs
+``autograder/reports.py``'s, the sandbox ``autograder/sandbox.py``'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import hashlib
 import json
 import os
 import shlex
 import sys
-from concurrent.futures import ProcessPoolExecutor
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,24 +37,77 @@ from tqdm import tqdm
 
 from autograder import course, sandbox
 from autograder.reports import _some, table, write_reports
-from autograder.submission import FAILED, GRADED, Result, check_submission, grade_one
+from autograder.submission import (
+    FAILED,
+    GRADED,
+    Result,
+    check_submission,
+    course_files,
+    record,
+    recorded,
+    submission_files,
+)
 
 
-def _grade_job(job) -> dict:
-    """One submission, in a worker process whose output (nbgrader's log, the kernel's
-    messages) goes to logs/<student>-<assignment>.log under the course folder."""
-    root, student, assignment, limits = job
-    logs = Path(root) / "logs"
-    logs.mkdir(exist_ok=True)
-    log = open(logs / f"{student}-{assignment}.log", "w")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
+def _quiet(log_path: Path):
+    """Sends what nbgrader prints while the driver records a submission to its log file."""
+    @contextlib.contextmanager
+    def redirected():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        with open(log_path, "a") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+    return redirected()
+
+
+#: what was graded, and from what (grades/.graded.json): a submission, its assignment's
+#: tests and the grader unchanged since are not graded again
+STATE = ".graded.json"
+
+
+def grader_version() -> str:
+    """A digest of the grader's code and the course module: a change regrades everything."""
+    digest = hashlib.sha256()
+    for folder in (course.REPO / "autograder", course.REPO / "bbrl_course"):
+        for path in sorted(folder.glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def submission_digest(root: Path, student: str, assignment: str, files: dict[str, bytes], version: str,
+                      limits) -> str:
+    digest = hashlib.sha256(version.encode())
+    digest.update(repr(limits).encode())
+    digest.update((root / "source" / assignment / f"{assignment}.ipynb").read_bytes())
+    for name, data in sorted(files.items()):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def _load_state(root: Path) -> dict:
     try:
-        return asdict(grade_one(Path(root), student, assignment, limits))
-    except Exception as error:  # the grader's own failure: reported, the class goes on
-        return asdict(Result(student, assignment, FAILED, notes=[f"the grader failed: {type(error).__name__}: {error}"]))
+        return json.loads((root / "grades" / STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_state(root: Path, state: dict) -> None:
+    path = root / "grades" / STATE
+    path.parent.mkdir(exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state, indent=1))
+    temporary.replace(path)  # atomic: an interruption leaves the old state or the new one
 
 
 def students(root: Path) -> list[str]:
@@ -95,14 +152,21 @@ def ensure_released(root: Path, assignments: list[str]) -> None:
 
 
 def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment: str | None = None,
-          jobs: int = 2, log=print, progress: bool = False, limits: sandbox.Limits | None = sandbox.Limits()) -> list[Result]:
+          jobs: int = 2, log=print, progress: bool = False, limits: sandbox.Limits | None = sandbox.Limits(),
+          scheduler: str | None = None, force: bool = False) -> list[Result]:
     """Grades the submissions (all, or one student's, or one assignment's); returns the results.
 
     Submissions that cannot be graded (missing, misnamed, unreadable) are found here at
-    once; the others are graded in worker processes. ``progress`` shows a bar (counts, ETA).
-    Students' kernels run in the sandbox with ``limits`` (None: without a sandbox, and
-    every row says so); a machine where no sandbox can start is a CourseError.
+    once; the others are graded on Dask (``autograder/distribute.py``): a LocalCluster of
+    ``jobs`` workers, or the cluster at ``scheduler``. This process alone writes the course
+    folder (gradebook, autograded/, feedback/, grades/, logs/), as each result comes back.
+    A submission graded before, unchanged since (its files, its tests, the grader) is not
+    graded again unless ``force``. ``progress`` shows a bar (counts, ETA). Students' code
+    runs in the sandbox with ``limits`` (None: without a sandbox, and every row says so);
+    a machine where no sandbox can start is a CourseError.
     """
+    from autograder import distribute
+
     root = course_root(root)
     if limits is not None:
         try:
@@ -124,28 +188,93 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
         who = [student]
     chosen = [assignment] if assignment else names
     ensure_released(root, chosen)
-    results, job_list = [], []
+    (root / "logs").mkdir(exist_ok=True)
+    state = {} if force else _load_state(root)
+    version = grader_version()
+    results, work, digests = [], [], {}
     for s in who:
         for a in chosen:
             problem = check_submission(root, s, a)
-            if problem is None:
-                job_list.append((str(root), s, a, limits))
-            else:
+            if problem is not None:
                 results.append(problem)
-    log(f"grading {len(job_list)} submissions of {len(who)} students ({', '.join(chosen)}) on {jobs} workers"
-        + (f"; {len(results)} cannot be graded (missing, misnamed or unreadable)" if results else ""))
-    bar = tqdm(total=len(job_list), unit="submission", disable=not progress or not job_list, file=sys.stderr)
-    # a fresh process per submission: nothing of one student's grading leaks into another's
-    with ProcessPoolExecutor(max(1, jobs), max_tasks_per_child=1) as pool, bar:
-        for data in pool.map(_grade_job, job_list):
-            result = Result(**data)
-            results.append(result)
-            score = "" if result.auto_score is None else f"{result.auto_score:g}/{result.auto_max:g}"
-            line = f"  {result.student:24} {result.assignment:13} {result.status:10} {score:>8}  {result.seconds:5.0f} s"
-            bar.write(line, file=sys.stdout) if progress else log(line)
-            bar.update()
+                continue
+            try:
+                files = submission_files(root, s, a)
+            except course.CourseError as error:
+                results.append(Result(s, a, FAILED, notes=[str(error)]))
+                continue
+            digests[(s, a)] = submission_digest(root, s, a, files, version, limits)
+            before = state.get(f"{s}/{a}")
+            if before and before["digest"] == digests[(s, a)]:
+                with _quiet(root / "logs" / f"{s}-{a}.log"):
+                    result = recorded(root, s, a, before)
+                results.append(result)
+                before["scores"] = result.scores
+            else:
+                work.append((s, a, files))
+    unchanged = sum(1 for r in results if r.status == GRADED)
+    log(f"grading {len(work)} submissions of {len(who)} students ({', '.join(chosen)})"
+        + (f" on {scheduler}" if scheduler else f" on {jobs} local workers")
+        + (f"; {unchanged} unchanged since they were graded (--force grades them again)" if unchanged else "")
+        + (f"; {len(results) - unchanged} cannot be graded (missing, misnamed or unreadable)"
+           if len(results) > unchanged else ""))
+    known = _load_state(root)
+    known.update(state)  # with the scores of the unchanged ones, as now in the gradebook
+    state = known
+    _save_state(root, state)
+    bar = tqdm(total=len(work), unit="submission", disable=not progress or not work, file=sys.stderr)
+    done = 0
+    try:
+        if work:
+            common = course_files(root, sorted({a for _, a, _ in work}))
+            with distribute.client(scheduler, jobs) as connected, bar:
+                link = distribute.dashboard(connected)
+                if link:
+                    log(f"Dask dashboard: {link}")
+                for s, a, outcome in distribute.grade(connected, common, work, limits):
+                    log_path = root / "logs" / f"{s}-{a}.log"
+                    log_path.write_text(outcome.get("log", ""))
+                    with _deferred_interrupt(), _quiet(log_path):
+                        result = record(root, s, a, outcome, trusted=limits is None)
+                        if result.status == GRADED:
+                            state[f"{s}/{a}"] = {"digest": digests[(s, a)], "notes": result.notes,
+                                                 "seconds": result.seconds, "scores": result.scores}
+                        else:
+                            state.pop(f"{s}/{a}", None)
+                        _save_state(root, state)
+                    results.append(result)
+                    done += 1
+                    score = "" if result.auto_score is None else f"{result.auto_score:g}/{result.auto_max:g}"
+                    line = f"  {result.student:24} {result.assignment:13} {result.status:10} {score:>8}  {result.seconds:5.0f} s"
+                    bar.write(line, file=sys.stdout) if progress else log(line)
+                    bar.update()
+    except KeyboardInterrupt:
+        write_reports(root, results)
+        raise course.CourseError(
+            f"interrupted: {done} of {len(work)} submissions graded and recorded (the gradebook holds them); run the "
+            "same command again to grade the others"
+        ) from None
     write_reports(root, results)
     return results
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Ctrl-C while a result is recorded takes effect once it is: the gradebook, autograded/,
+    feedback/ and grades/.graded.json stay consistent."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *args: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
 
 
 def _shown(path: Path) -> str:
@@ -172,11 +301,16 @@ def main(argv=None) -> int:
                         help="the sandbox's memory limit, in GB (default %(default)g)")
     parser.add_argument("--cpu-seconds", type=int, default=sandbox.Limits.cpu_seconds,
                         help="CPU seconds of a submission's kernel (default %(default)s)")
+    parser.add_argument("--scheduler", default=os.environ.get("SCHEDULER") or None,
+                        help="a Dask cluster's scheduler, tcp://HOST:PORT (default: a local cluster of --jobs workers)")
+    parser.add_argument("--force", action="store_true",
+                        help="grade every submission again, even those unchanged since they were graded")
     args = parser.parse_args(argv)
     limits = None if args.trusted else sandbox.Limits(memory=int(args.memory * sandbox.GB), cpu_seconds=args.cpu_seconds)
     try:
         root = course_root(args.root)
-        results = grade(root, args.student, args.assignment, args.jobs, progress=True, limits=limits)
+        results = grade(root, args.student, args.assignment, args.jobs, progress=True, limits=limits,
+                        scheduler=args.scheduler, force=args.force)
     except course.CourseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -262,34 +263,85 @@ def judge_notes(verdicts: dict) -> list[str]:
     return [f"{what} ({', '.join(tests)} scored 0)" for what, tests in concerned.items()]
 
 
-def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits | None = sandbox.Limits()) -> Result:
-    """Autogrades one submission and writes its feedback; never raises for a bad submission.
+#: the folder of a course where the driver puts what a worker sent back, to record it
+INCOMING = ".incoming"
+#: largest submission folder sent to a worker
+MAX_SUBMISSION = 200 * 2**20
 
-    The student's kernel runs in the sandbox with ``limits``; None grades it without one."""
+
+def submission_files(root: Path, student: str, assignment: str) -> dict[str, bytes]:
+    """The files of a submission, to send to a worker (no shared file system needed)."""
+    folder = root / "submitted" / student / assignment
+    return _read_tree(folder)
+
+
+def _read_tree(folder: Path) -> dict[str, bytes]:
+    files, size = {}, 0
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            size += path.stat().st_size
+            if size > MAX_SUBMISSION:
+                raise course.CourseError(f"{folder} holds more than {MAX_SUBMISSION >> 20} MB: remove what is not "
+                                         "the student's work (datasets, videos) and grade again")
+            files[str(path.relative_to(folder))] = path.read_bytes()
+    return files
+
+
+def _write_tree(folder: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = (folder / name).resolve()
+        if folder.resolve() not in path.parents:
+            raise ValueError(f"a file outside its folder: {name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | None) -> dict:
+    """A worker's part: the tests in the judge, the student's cells in the sandboxed kernel,
+    in ``root``, a course folder of the worker's own. Returns the outcome (status, notes, the
+    autograded folder's files) for the driver to record; writes nothing else that lasts."""
     start = time.perf_counter()
-    problem = check_submission(root, student, assignment)
-    if problem is not None:
-        return problem
-    notes = changed_cells(root, student, assignment) + ([TRUSTED_NOTE] if limits is None else [])
     with tempfile.TemporaryDirectory(prefix="course-verdicts-") as scratch:
         verdicts_file = Path(scratch) / "verdicts.json"
         failure = run_judge(root, student, assignment, limits, verdicts_file)
         if failure is not None:
-            return Result(student, assignment, FAILED, notes=notes + [failure], seconds=time.perf_counter() - start)
-        verdicts = json.loads(verdicts_file.read_text())
-        notes += judge_notes(verdicts)
+            return {"status": FAILED, "notes": [failure], "seconds": time.perf_counter() - start, "files": {}}
+        notes = judge_notes(json.loads(verdicts_file.read_text()))
         api = course.api(root, sandbox=limits, verdicts=verdicts_file)
-        autograded = root / "autograded" / student / assignment / f"{assignment}.ipynb"
-        graded_before = _solution_sources(autograded)  # what any hand grade was given on
         outcome = api.autograde(assignment, student, force=True, create=True)
     if not outcome.get("success"):
         log = (outcome.get("log", "") + outcome.get("error", "")).strip().splitlines()
         errors = [line for line in log if line.startswith("[ERROR]") or "Error" in line]
         reason = (errors[-1] if errors else (log[-1] if log else "no log"))[:300]
+        return {"status": FAILED, "seconds": time.perf_counter() - start, "files": {}, "notes": notes + [
+            f"nbgrader could not grade it: {reason} (the gradebook has no score for it). Fix the submission's "
+            "notebook by hand or grade it manually."]}
+    files = _read_tree(root / "autograded" / student / assignment)
+    return {"status": GRADED, "notes": notes, "seconds": time.perf_counter() - start, "files": files}
+
+
+def record(root: Path, student: str, assignment: str, outcome: dict, trusted: bool) -> Result:
+    """The driver's part: records a worker's outcome in the course folder (gradebook,
+    autograded/, feedback/), the only writer of them. nbgrader records the notebook the
+    worker ran (its outputs scored as usual, nothing executed again here)."""
+    notes = changed_cells(root, student, assignment) + ([TRUSTED_NOTE] if trusted else []) + list(outcome["notes"])
+    seconds = outcome.get("seconds", 0.0)
+    if outcome["status"] != GRADED:
+        return Result(student, assignment, outcome["status"], notes=notes, seconds=seconds)
+    incoming = root / INCOMING / student / assignment
+    shutil.rmtree(incoming, ignore_errors=True)
+    _write_tree(incoming, outcome["files"])
+    api = course.api(root, record=True)
+    autograded = root / "autograded" / student / assignment / f"{assignment}.ipynb"
+    graded_before = _solution_sources(autograded)  # what any hand grade was given on
+    try:
+        recorded = api.autograde(assignment, student, force=True, create=True)
+    finally:
+        shutil.rmtree(root / INCOMING / student, ignore_errors=True)
+    if not recorded.get("success"):
+        reason = (recorded.get("log", "") + recorded.get("error", "")).strip().splitlines()
         return Result(student, assignment, FAILED, notes=notes + [
-            f"nbgrader could not grade it: {reason} (autograded notebook removed; the gradebook has no score "
-            "for it). Fix the submission's notebook by hand or grade it manually."
-        ], seconds=time.perf_counter() - start)
+            f"nbgrader could not record it: {(reason or ['no log'])[-1][:300]}"], seconds=seconds)
     graded = nbformat.read(str(autograded), as_version=4)
     notes += execution_notes(graded)
     notes += keep_hand_grades(root, api, student, assignment, graded_before)
@@ -298,4 +350,89 @@ def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits 
     generated = api.generate_feedback(assignment, student, force=True)
     if not generated.get("success"):
         notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
-    return Result(student, assignment, GRADED, scores, max_scores, notes, time.perf_counter() - start, manual)
+    return Result(student, assignment, GRADED, scores, max_scores, notes, seconds, manual)
+
+
+def recorded(root: Path, student: str, assignment: str, before: dict) -> Result:
+    """The result of a submission graded before and unchanged since, from the gradebook (hand
+    grades given since included: its feedback is then written again, with them)."""
+    api = course.api(root)
+    scores, max_scores, manual = _grades(root, api, student, assignment)
+    if scores != before.get("scores"):
+        generated = api.generate_feedback(assignment, student, force=True)
+        if not generated.get("success"):
+            before["notes"] = [*before["notes"], f"feedback not written: {generated.get('error', '')[-300:]}"]
+    return Result(student, assignment, GRADED, scores, max_scores, before["notes"], before["seconds"], manual)
+
+
+def course_files(root: Path, assignments: list[str]) -> dict[str, bytes]:
+    """What every worker needs besides the submission: the assignments' source notebooks
+    (with the hidden tests), their release and a gradebook that knows them (no student)."""
+    with tempfile.TemporaryDirectory(prefix="course-template-") as tmp:
+        template = Path(tmp)
+        for name in assignments:
+            shutil.copytree(root / "source" / name, template / "source" / name)
+        api = course.api(template)
+        for name in assignments:
+            course._check(api.generate_assignment(name, force=True, create=True), f"nbgrader generate_assignment {name}")
+        files = {f"source/{k}": v for k, v in _read_tree(template / "source").items()}
+        files.update({f"release/{k}": v for k, v in _read_tree(template / "release").items()})
+        files["gradebook.db"] = (template / "gradebook.db").read_bytes()
+    return files
+
+
+def work_in_folder(common: dict[str, bytes], student: str, assignment: str, files: dict[str, bytes],
+                   limits: sandbox.Limits | None) -> dict:
+    """A worker's task: a course folder of its own (the course's files and the submission,
+    sent by the driver), graded by a fresh process (nothing of a grading stays in the
+    worker). Returns the outcome, with the grading's log."""
+    with tempfile.TemporaryDirectory(prefix="course-work-") as tmp:
+        folder = Path(tmp)
+        _write_tree(folder, common)
+        _write_tree(folder / "submitted" / student / assignment, files)
+        command = [sys.executable, "-m", "autograder.submission", str(folder), student, assignment]
+        command += ["--trusted"] if limits is None else ["--limits", json.dumps(dataclasses.asdict(limits))]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPOSITORY))
+        log = (done.stdout + done.stderr)[-200_000:]
+        answer = folder / "outcome.json"
+        if done.returncode != 0 or not answer.exists():
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
+            raise RuntimeError(f"the grading process failed ({last})")
+        outcome = json.loads(answer.read_text())
+        outcome["files"] = _read_tree(folder / "autograded" / student / assignment) if outcome["status"] == GRADED else {}
+        outcome["log"] = log
+        return outcome
+
+
+def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits | None = sandbox.Limits()) -> Result:
+    """Grades one submission here, as a worker and the driver would; never raises for a bad
+    submission. The student's code runs in the sandbox with ``limits``; None: without one."""
+    problem = check_submission(root, student, assignment)
+    if problem is not None:
+        return problem
+    common = course_files(root, [assignment])
+    outcome = work_in_folder(common, student, assignment, submission_files(root, student, assignment), limits)
+    return record(root, student, assignment, outcome, trusted=limits is None)
+
+
+def main(argv=None):
+    """``python -m autograder.submission FOLDER STUDENT ASSIGNMENT``: a worker's grading process."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m autograder.submission")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("student")
+    parser.add_argument("assignment")
+    parser.add_argument("--trusted", action="store_true")
+    parser.add_argument("--limits", default="{}")
+    args = parser.parse_args(argv)
+    limits = None if args.trusted else sandbox.Limits(**json.loads(args.limits))
+    outcome = work(args.folder, args.student, args.assignment, limits)
+    outcome.pop("files")
+    (args.folder / "outcome.json").write_text(json.dumps(outcome))
+
+
+if __name__ == "__main__":
+    main()

@@ -186,7 +186,8 @@ def test_regrading_one_student_gives_the_same_result_and_keeps_the_others(graded
     with (course_root / "grades" / "01-ddpg.csv").open(newline="") as f:
         rows_before = list(csv.DictReader(f))
     run = cli("grade", "--root", COURSE, "--student", "bad-kills-kernel", "--assignment", "01-ddpg", "--jobs", "1",
-              "--json", f"{COURSE}/again.json")
+              "--force", "--json", f"{COURSE}/again.json")
+    assert "grading 1 submissions of 1 students (01-ddpg) on 1 local workers\n" in run.stdout
     assert run.returncode == 0, run.stderr[-2000:]
     again = list(_results(course_root / "again.json").values())
     first = graded[("bad-kills-kernel", "01-ddpg")]
@@ -220,3 +221,23 @@ def test_the_judge_measures_the_learning_test_as_the_notebook_does(graded, cours
         if sample.trains:
             feedback = (course_root / "feedback" / sample.student / "02-td3" / "02-td3.html").read_text()
             assert "The grader evaluated your best policy again" not in feedback, sample.student
+
+
+def test_grading_again_grades_only_what_changed(graded, course_root):
+    run = cli("grade", "--root", COURSE, "--assignment", "03-experiment")
+    assert run.returncode == 0, run.stderr[-2000:]
+    experiment = [s for s in sample_class.SAMPLES if s.assignment == "03-experiment"]
+    assert (f"grading 0 submissions of {len(SAMPLES)} students (03-experiment) on 2 local workers; "
+            f"{len(experiment)} unchanged since they were graded (--force grades them again)") in run.stdout
+    rows = {r["student"]: r for r in csv.DictReader((course_root / "grades" / "03-experiment.csv").open(newline=""))}
+    assert rows["exp-solution"]["autograded"] == "5"  # the unchanged keep their grades
+    # a submission that changed is graded again, alone
+    results = course_root / "submitted" / "exp-no-results" / "03-experiment" / "03-experiment-results.npz"
+    shutil.copy(course_root / "submitted" / "exp-solution" / "03-experiment" / "03-experiment-results.npz", results)
+    try:
+        run = cli("grade", "--root", COURSE, "--assignment", "03-experiment")
+        assert f"grading 1 submissions of {len(SAMPLES)} students" in run.stdout, run.stdout
+        assert re.search(r"^exp-no-results\s+graded\s+5/12", run.stdout, re.M), run.stdout
+    finally:
+        results.unlink()
+        cli("grade", "--root", COURSE, "--assignment", "03-experiment", "--student", "exp-no-results")

@@ -1,0 +1,86 @@
+"""The distribution of the grading: Dask.
+
+By default a ``LocalCluster`` of ``jobs`` single-threaded worker processes on this
+machine (no server to start); with ``scheduler="tcp://HOST:PORT"``, any Dask cluster
+(SLURM or PBS through dask-jobqueue, Kubernetes through dask-kubernetes, or workers
+started by hand: see the README). Dask schedules, retries and shows its dashboard; this
+module only says what a task is and what a failure means for a grade:
+
+- a task is ``submission.work_in_folder``: the course's files and the submission go
+  with it (scattered once, and in the task), so workers need no shared file system;
+  the outcome (status, notes, the autograded notebook) comes back, and the driver
+  alone records it (``submission.record``);
+- a task whose worker dies is run again on another worker by Dask; after a second
+  death (the scheduler's ``allowed-failures``, 1 here) it is reported ``failed``; a task
+  that raises is retried once (``retries=1``), then reported ``failed`` with its error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from autograder import sandbox, submission
+
+#: deaths of a task's worker after which the task is failed (Dask's default is 3)
+ALLOWED_FAILURES = 1
+
+
+@contextlib.contextmanager
+def client(scheduler: str | None, jobs: int):
+    """A Dask client: on a new LocalCluster of ``jobs`` workers, or on ``scheduler``'s cluster."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+        if scheduler:
+            with Client(scheduler, timeout="30s") as connected:
+                yield connected
+            return
+        with LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True, memory_limit=0,
+                          dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as connected:
+            yield connected
+
+
+def dashboard(connected) -> str | None:
+    """The address of the cluster's dashboard, if it has one (Bokeh installed there)."""
+    with contextlib.suppress(Exception):
+        info = connected.scheduler_info()
+        if "dashboard" in info.get("services", {}):
+            return connected.dashboard_link
+    return None
+
+
+def grade(connected, common: dict[str, bytes], jobs: list[tuple[str, str, dict[str, bytes]]],
+          limits: sandbox.Limits | None) -> Iterator[tuple[str, str, dict]]:
+    """Grades ``jobs`` (student, assignment, files) on the cluster; yields (student,
+    assignment, outcome) as they finish. A failure is an outcome with status ``failed``."""
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    shared = connected.scatter(common, broadcast=True, hash=False)
+    futures = {}
+    for student, assignment, files in jobs:
+        future = connected.submit(submission.work_in_folder, shared, student, assignment, files, limits,
+                                  key=f"grade-{student}-{assignment}", retries=1, pure=False)
+        futures[future] = (student, assignment)
+    try:
+        for future in as_completed(futures):
+            student, assignment = futures.pop(future)
+            try:
+                outcome = future.result()
+            except KilledWorker:
+                outcome = _failed(f"its worker died twice while grading it (out of memory, or the machine was "
+                                  f"lost); grade it alone: make grade STUDENT={student} ASSIGNMENT={assignment}")
+            except Exception as error:
+                outcome = _failed(f"the grader failed twice: {type(error).__name__}: {str(error)[:300]}")
+            yield student, assignment, outcome
+    finally:
+        for future in futures:  # interrupted: nothing of this run goes on grading
+            future.cancel()
+
+
+def _failed(reason: str) -> dict:
+    return {"status": submission.FAILED, "notes": [reason], "seconds": 0.0, "files": {}, "log": reason}

@@ -1,0 +1,188 @@
+"""Grading on Dask: a real scheduler and two workers on 127.0.0.1 (started as an instructor
+would, with `dask scheduler` and `dask worker`), a worker killed while it grades, a
+submission whose worker dies twice, Ctrl-C, and what the driver alone writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import sample_class
+from autograder import grade as grading
+from conftest import REPO, cli
+
+DASK = str(REPO / ".venv" / "bin" / "dask")
+SOLUTION = next(s for s in sample_class.SAMPLES if s.student == "ddpg-solution")
+WRONG_SIGN = next(s for s in sample_class.SAMPLES if s.student == "bug-actor-sign")
+#: correct, but slow: 6 s at the top of a cell (in the kernel, and in the student's process)
+SLOW = sample_class.Sample("slow-solution", sample_class.DDPG, "correct, sleeps 6 s", edits=[
+    sample_class.Edit("ddpg-actor-loss", "def compute_actor_loss(", "import time\ntime.sleep(6)\n\n\ndef compute_actor_loss(")])
+
+
+def _course(folder: str, samples) -> object:
+    root = REPO / folder
+    shutil.rmtree(root, ignore_errors=True)
+    for sample in samples:
+        sample_class.write_sample(sample, root / "submitted")
+    return root
+
+
+def _results(root, name="results.json"):
+    return {r["student"]: grading.Result(**r) for r in json.loads((root / name).read_text())}
+
+
+def _expected(sample):
+    return sample_class.expected_scores(sample, sample_class.max_scores("01-ddpg"))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A scheduler and two workers (each with its nanny, which restarts a killed worker)."""
+    folder = tmp_path_factory.mktemp("dask")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
+    file = folder / "scheduler.json"
+    log = open(folder / "cluster.log", "w")
+    processes = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                   "--scheduler-file", str(file)], cwd=folder, env=env, stdout=log, stderr=log,
+                                  start_new_session=True)]
+    for _ in range(100):
+        if file.exists() and file.read_text().strip():
+            break
+        time.sleep(0.2)
+    address = json.loads(file.read_text())["address"]
+    for name in ("w1", "w2"):
+        processes.append(subprocess.Popen(
+            [DASK, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--memory-limit", "0",
+             "--name", name], cwd=folder, env=env, stdout=log, stderr=log, start_new_session=True))
+    from distributed import Client
+
+    with Client(address, timeout="30s") as client:
+        client.wait_for_workers(2, timeout=60)
+    yield address
+    for process in processes:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _grading_processes(student):
+    """The worker's grading processes of ``student`` (python -m autograder.submission ... student ...)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "autograder.submission" in cmdline and student in cmdline:
+            found.append(process)
+    return found
+
+
+def _kill_worker_of(student, timeout=120):
+    """Kills the Dask worker that is grading ``student`` (and its grading processes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in _grading_processes(student):
+            worker = process.parent()
+            for child in worker.children(recursive=True):
+                child.kill()
+            worker.kill()
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no worker graded {student} within {timeout} s")
+
+
+def _wait_for_new_grading(student, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in _grading_processes(student)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{student} was not graded again within {timeout} s")
+
+
+def _start_grading(folder, *options):
+    return subprocess.Popen([sys.executable, "-m", "autograder", "grade", "--root", folder, "--assignment", "01-ddpg",
+                             "--json", f"{folder}/results.json", *options], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_a_dask_cluster_grades_exactly_as_the_local_one(cluster):
+    folder = "outputs/dask course"
+    root = _course(folder, [SOLUTION, WRONG_SIGN])
+    run = cli("grade", "--root", folder, "--assignment", "01-ddpg", "--scheduler", cluster,
+              "--json", f"{folder}/results.json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"grading 2 submissions of 2 students (01-ddpg) on {cluster}" in run.stdout
+    results = _results(root)
+    for sample in (SOLUTION, WRONG_SIGN):
+        assert results[sample.student].scores == _expected(sample), results[sample.student].notes
+    # the driver recorded them: its gradebook, autograded/ and feedback/, nothing left in .incoming/
+    with sqlite3.connect(root / "gradebook.db") as db:
+        assert db.execute("select count(*) from submitted_notebook").fetchone()[0] == 2
+    assert (root / "feedback" / "bug-actor-sign" / "01-ddpg" / "01-ddpg.html").is_file()
+    assert not any((root / ".incoming").iterdir())
+
+
+def test_a_worker_killed_while_grading_is_replaced_and_no_row_is_lost_or_doubled(cluster):
+    folder = "outputs/dask course killed"
+    root = _course(folder, [SLOW, SOLUTION, WRONG_SIGN])
+    grading_run = _start_grading(folder, "--scheduler", cluster)
+    _kill_worker_of(SLOW.student)
+    out, err = grading_run.communicate(timeout=600)
+    assert grading_run.returncode == 0, err[-3000:]
+    results = json.loads((root / "results.json").read_text())
+    assert sorted(r["student"] for r in results) == sorted([SLOW.student, SOLUTION.student, WRONG_SIGN.student])
+    by_student = _results(root)
+    for sample in (SLOW, SOLUTION, WRONG_SIGN):
+        assert by_student[sample.student].scores == _expected(sample), by_student[sample.student].notes
+    with sqlite3.connect(root / "gradebook.db") as db:
+        assert db.execute("select count(*) from submitted_notebook").fetchone()[0] == 3
+
+
+def test_a_submission_whose_worker_dies_twice_is_reported_failed(cluster):
+    folder = "outputs/dask course failed"
+    root = _course(folder, [SLOW, SOLUTION])
+    grading_run = _start_grading(folder, "--scheduler", cluster)
+    _kill_worker_of(SLOW.student)
+    time.sleep(1)
+    _wait_for_new_grading(SLOW.student)
+    _kill_worker_of(SLOW.student)
+    out, err = grading_run.communicate(timeout=600)
+    assert grading_run.returncode == 0, err[-3000:]
+    results = _results(root)
+    assert results[SLOW.student].status == "failed"
+    assert any("its worker died twice while grading it" in note for note in results[SLOW.student].notes)
+    assert results[SOLUTION.student].scores == _expected(SOLUTION)
+    # the next run grades it again (a failure is not remembered as graded)
+    run = cli("grade", "--root", folder, "--assignment", "01-ddpg", "--scheduler", cluster)
+    assert "grading 1 submissions of 2 students (01-ddpg)" in run.stdout, run.stdout
+
+
+def test_ctrl_c_leaves_the_gradebook_consistent_and_the_next_run_grades_the_rest():
+    folder = "outputs/dask course interrupted"
+    root = _course(folder, [SOLUTION, SLOW, WRONG_SIGN])
+    grading_run = _start_grading(folder, "--jobs", "1")
+    state = root / "grades" / grading.STATE
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (state.exists() and json.loads(state.read_text() or "{}")):
+        time.sleep(0.2)
+    os.killpg(grading_run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out, err = grading_run.communicate(timeout=120)
+    assert grading_run.returncode == 1, (out[-2000:], err[-2000:])
+    assert "error: interrupted: " in err and "run the same command again to grade the others" in err
+    graded = json.loads(state.read_text())
+    with sqlite3.connect(root / "gradebook.db") as db:
+        assert db.execute("select count(*) from submitted_notebook").fetchone()[0] == len(graded)
+    assert 1 <= len(graded) < 3
+    run = cli("grade", "--root", folder, "--assignment", "01-ddpg", "--jobs", "1", "--json", f"{folder}/results.json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"grading {3 - len(graded)} submissions of 3 students" in run.stdout, run.stdout
+    results = _results(root)
+    for sample in (SOLUTION, SLOW, WRONG_SIGN):
+        assert results[sample.student].scores == _expected(sample), results[sample.student].notes

@@ -44,6 +44,17 @@ def client(scheduler: str | None, jobs: int):
             yield connected
 
 
+@contextlib.contextmanager
+def engine(scheduler: str | None, jobs: int, log=print):
+    """Grading on Dask, as ``grade.grade`` uses it: yields ``run(common, jobs, limits)``, an
+    iterator of (student, assignment, outcome) as the submissions finish."""
+    with client(scheduler, jobs) as connected:
+        link = dashboard(connected)
+        if link:
+            log(f"Dask dashboard: {link}")
+        yield lambda common, work, limits: grade(connected, common, work, limits)
+
+
 def dashboard(connected) -> str | None:
     """The address of the cluster's dashboard, if it has one (Bokeh installed there)."""
     with contextlib.suppress(Exception):

@@ -153,7 +153,7 @@ def ensure_released(root: Path, assignments: list[str]) -> None:
 
 def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment: str | None = None,
           jobs: int = 2, log=print, progress: bool = False, limits: sandbox.Limits | None = sandbox.Limits(),
-          scheduler: str | None = None, force: bool = False) -> list[Result]:
+          scheduler: str | None = None, force: bool = False, engine=None) -> list[Result]:
     """Grades the submissions (all, or one student's, or one assignment's); returns the results.
 
     Submissions that cannot be graded (missing, misnamed, unreadable) are found here at
@@ -163,7 +163,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     A submission graded before, unchanged since (its files, its tests, the grader) is not
     graded again unless ``force``. ``progress`` shows a bar (counts, ETA). Students' code
     runs in the sandbox with ``limits`` (None: without a sandbox, and every row says so);
-    a machine where no sandbox can start is a CourseError.
+    a machine where no sandbox can start is a CourseError. ``engine`` replaces Dask
+    (``distribute.engine``) by another (the benchmark's process pool).
     """
     from autograder import distribute
 
@@ -227,11 +228,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     try:
         if work:
             common = course_files(root, sorted({a for _, a, _ in work}))
-            with distribute.client(scheduler, jobs) as connected, bar:
-                link = distribute.dashboard(connected)
-                if link:
-                    log(f"Dask dashboard: {link}")
-                for s, a, outcome in distribute.grade(connected, common, work, limits):
+            with (engine or distribute.engine)(scheduler, jobs, log) as run, bar:
+                for s, a, outcome in run(common, work, limits):
                     log_path = root / "logs" / f"{s}-{a}.log"
                     log_path.write_text(outcome.get("log", ""))
                     with _deferred_interrupt(), _quiet(log_path):

@@ -1,6 +1,7 @@
-"""Grading speed: one full TD3 submission, and a class of 10.
+"""Grading speed: one full TD3 submission, the sandbox, a class of 10, and Dask.
 
-    python benchmarks/grading.py [--class-size 10] [--jobs 2]
+    python benchmarks/grading.py [--class-size 10] [--jobs 2] [--distribution-size 100]
+    python benchmarks/grading.py --only one|sandbox|class|distribution
 
 1. One TD3 submission (the solution, filled into the student notebook), graded
    by `python -m autograder grade` on one worker, against the same submission
@@ -12,6 +13,11 @@
    the same command; seconds per submission and their ratio (goal: at most 1.10).
 3. A class of N students, each handing in both notebooks, graded on ``--jobs``
    workers.
+4. Dask: a synthetic class of ``--distribution-size`` DDPG submissions (the sample
+   class's solution, rewrites and bugs, in turn), graded on a LocalCluster of 1 and then
+   2 workers, and on a process pool of 2 workers (the peer: the same tasks and driver),
+   in one command: submissions per minute, the scaling efficiency from 1 to 2 workers
+   (goal: at least 0.9) and Dask's overhead against the pool (goal: at most 5 %).
 
 Prints seconds and ratios; writes bench-results/grading.json.
 """
@@ -19,12 +25,14 @@ Prints seconds and ratios; writes bench-results/grading.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import sample_class  # noqa: E402
-from autograder import course, grade  # noqa: E402
+from autograder import course, grade, submission  # noqa: E402
 
 
 class _Done(Exception):
@@ -77,7 +85,7 @@ def sandbox_overhead(base: Path, repeats: int, figures: dict) -> None:
     for repeat in range(repeats):
         modes = [("sandboxed", sandbox.Limits()), ("trusted", None)]
         for mode, limits in modes if repeat % 2 == 0 else modes[::-1]:
-            for result in grade.grade(root, jobs=1, log=lambda *a: None, limits=limits):
+            for result in grade.grade(root, jobs=1, log=lambda *a: None, limits=limits, force=True):
                 if result.status == "missing":  # each solution student hands in one notebook
                     continue
                 assert result.status == "graded" and result.auto_score == result.auto_max, (mode, result.notes)
@@ -95,12 +103,65 @@ def sandbox_overhead(base: Path, repeats: int, figures: dict) -> None:
     print(f"the three solutions: {total:.1f} s sandboxed, {total_trusted:.1f} s trusted: ratio {total / total_trusted:.3f}")
 
 
+@contextlib.contextmanager
+def process_pool(scheduler, jobs, log):
+    """The peer of Dask: the process pool the grader used before, with the same tasks and
+    the same driver (each task starts its own grading process, as on Dask)."""
+    with ProcessPoolExecutor(jobs) as pool:
+        def run(common, work, limits):
+            futures = {pool.submit(submission.work_in_folder, common, s, a, files, limits): (s, a)
+                       for s, a, files in work}
+            for future in as_completed(futures):
+                yield (*futures[future], future.result())
+        yield run
+
+
+def distribution(base: Path, size: int, figures: dict) -> None:
+    """A synthetic class of ``size`` DDPG submissions (the sample class's solution, rewrites
+    and bugs, in turn), graded on Dask with 1 and then 2 local workers, and on a process
+    pool of 2 workers, in one command; each run checks every grade."""
+    samples = [s for s in sample_class.SAMPLES if s.assignment == sample_class.DDPG and s.status == "graded"
+               and not s.blank and not s.notes]
+    root = base / "distribution"
+    chosen = {}
+    for i in range(size):
+        sample = samples[i % len(samples)]
+        student = f"student-{i + 1:03d}"
+        chosen[student] = sample
+        sample_class.write_sample(sample_class.Sample(student, sample.assignment, sample.why, sample.edits),
+                                  root / "submitted")
+    grade.ensure_released(root, [sample_class.DDPG])
+    maxima = sample_class.max_scores(sample_class.DDPG)
+    seconds = {}
+    for label, jobs, engine in (("Dask, 1 worker", 1, None), ("Dask, 2 workers", 2, None),
+                                ("process pool, 2 workers", 2, process_pool)):
+        start = time.perf_counter()
+        results = grade.grade(root, assignment=sample_class.DDPG, jobs=jobs, log=lambda *a: None, force=True,
+                              engine=engine)
+        seconds[label] = time.perf_counter() - start
+        for result in results:
+            assert result.scores == sample_class.expected_scores(chosen[result.student], maxima), (label, result.notes)
+        rate = 60 * size / seconds[label]
+        figures[f"{size} submissions, {label} (s)"] = round(seconds[label], 1)
+        figures[f"{size} submissions, {label} (per minute)"] = round(rate, 1)
+        print(f"{size} DDPG submissions, {label}: {seconds[label]:.0f} s, {rate:.1f} submissions per minute", flush=True)
+    efficiency = seconds["Dask, 1 worker"] / seconds["Dask, 2 workers"] / 2
+    overhead = seconds["Dask, 2 workers"] / seconds["process pool, 2 workers"] - 1
+    figures["scaling efficiency, 1 to 2 workers"] = round(efficiency, 3)
+    figures["Dask's overhead against the process pool"] = round(overhead, 3)
+    worker_seconds = 2 * seconds["Dask, 2 workers"] / size
+    figures["worker seconds per DDPG submission"] = round(worker_seconds, 2)
+    print(f"scaling efficiency from 1 to 2 workers: {efficiency:.2f} (goal >= 0.9); Dask's overhead against the "
+          f"process pool: {100 * overhead:+.1f} % (goal <= 5 %); {worker_seconds:.1f} worker-seconds per submission")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--class-size", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="gradings of each solution per mode (sandbox cost)")
-    parser.add_argument("--only", choices=["one", "sandbox", "class"], help="run one part only")
+    parser.add_argument("--only", choices=["one", "sandbox", "class", "distribution"], help="run one part only")
+    parser.add_argument("--distribution-size", type=int, default=100, help="submissions of the Dask benchmark")
     args = parser.parse_args(argv)
     figures = {}
     base = Path(tempfile.mkdtemp(prefix="grading-bench-"))
@@ -108,12 +169,15 @@ def main(argv=None) -> int:
         if args.only == "sandbox":
             sandbox_overhead(base, args.repeats, figures)
             raise _Done
+        if args.only == "distribution":
+            distribution(base, args.distribution_size, figures)
+            raise _Done
         # 1. one TD3 submission: the course's grader, then nbgrader alone
         root = base / "one"
         _write(root, "student-1", "02-td3")
         grade.ensure_released(root, course.assignments())
         start = time.perf_counter()
-        [result] = grade.grade(root, student="student-1", assignment="02-td3", jobs=1, log=lambda *a: None)
+        [result] = grade.grade(root, student="student-1", assignment="02-td3", jobs=1, log=lambda *a: None, force=True)
         ours = time.perf_counter() - start
         assert result.status == "graded" and result.auto_score == result.auto_max, (result.scores, result.notes)
         peer = nbgrader_alone(root, "student-1", "02-td3")
@@ -134,7 +198,7 @@ def main(argv=None) -> int:
             for assignment in course.assignments():
                 _write(root, f"student-{i:02d}", assignment)
         start = time.perf_counter()
-        results = grade.grade(root, jobs=args.jobs, log=lambda *a: None)
+        results = grade.grade(root, jobs=args.jobs, log=lambda *a: None, force=True)
         total = time.perf_counter() - start
         assert all(r.status == "graded" and r.auto_score == r.auto_max for r in results)
         per = {a: statistics.mean(r.seconds for r in results if r.assignment == a) for a in course.assignments()}
@@ -143,6 +207,8 @@ def main(argv=None) -> int:
         print(f"class of {args.class_size} (both notebooks each, {len(results)} submissions) on {args.jobs} workers: "
               f"{total:.0f} s, {total / args.class_size:.0f} s per student; "
               + ", ".join(f"{a} {s:.0f} s per submission" for a, s in per.items()))
+        # 4. Dask: 1 and 2 workers, and the process pool
+        distribution(base, args.distribution_size, figures)
     except _Done:
         pass
     finally:

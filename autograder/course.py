@@ -73,14 +73,16 @@ def load_config():
         raise CourseError(f"{path} raised {type(error).__name__}: {error}. Fix it: nbgrader would ignore it.") from error
 
 
-def api(root: Path | None = None, sandbox=None, verdicts: Path | None = None, record: bool = False):
+def api(root: Path | None = None, sandbox=None, verdicts: Path | None = None, record: bool = False,
+        judge_pid: int = 0):
     """An NbGraderAPI that reads the course's configuration (it does not by itself).
 
     ``root`` replaces the course folder (autograder/) and its gradebook. ``sandbox``, a
     ``sandbox.Limits``, runs the students' kernels in the sandbox with those limits
     (autograder/sandbox.py); None runs them as the grader's own processes. ``verdicts``,
     the judge's (autograder/judge.py), gives the test cells their outputs: the kernel
-    then runs the student's cells only. ``record`` records what a worker graded (the
+    then runs the student's cells only; ``judge_pid``, the judge still running as a child of
+    this process, is waited for before they are read. ``record`` records what a worker graded (the
     notebook it executed, in .incoming/<student>/<assignment>/): nothing is executed.
     """
     from nbgrader.apps import NbGraderAPI
@@ -120,6 +122,7 @@ def api(root: Path | None = None, sandbox=None, verdicts: Path | None = None, re
         config.Autograde.autograde_preprocessors = [SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
     if verdicts is not None:
         config.CourseExecute.verdicts = config.JudgeVerdicts.verdicts = str(Path(verdicts).resolve())
+        config.JudgeVerdicts.judge_pid = judge_pid
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
 
@@ -284,18 +287,33 @@ def handout() -> list[Path]:
     return written
 
 
+def _report(folder: str) -> int:
+    """``python -m autograder report``: grades/report.html again, from the course folder."""
+    from autograder import report
+    from autograder.grade import _shown, course_root
+
+    root = course_root(folder)
+    path = report.write(root, assignments())
+    if path is None:
+        raise CourseError(f"nothing graded in {_shown(root)}: no grades/<assignment>.csv (run make grade first)")
+    print(f"wrote {_shown(path)}")
+    return 0
+
+
 def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["release", "handout", "formgrader"])
-    parser.add_argument("--root", default=str(AUTOGRADER), help="formgrader: the course folder (autograder/)")
+    parser.add_argument("command", choices=["release", "handout", "formgrader", "report"])
+    parser.add_argument("--root", default=str(AUTOGRADER), help="formgrader, report: the course folder (autograder/)")
     parser.add_argument("--port", type=int, default=8888, help="formgrader: the port on 127.0.0.1")
     args = parser.parse_args(argv)
     try:
         if args.command == "formgrader":
             return formgrader(Path(args.root), args.port)
+        if args.command == "report":
+            return _report(args.root)
         if args.command == "release":
             for path in update_solution_setup_cells():
                 print(f"wrote the set-up cell of {path.relative_to(REPO)}")

@@ -6,6 +6,8 @@ machine (no server to start); with ``scheduler="tcp://HOST:PORT"``, any Dask clu
 started by hand: see the README). Dask schedules, retries and shows its dashboard; this
 module only says what a task is and what a failure means for a grade:
 
+- each worker starts its fork server of grading processes (``autograder/zygote.py``) as
+  soon as it joins, while the driver prepares the course's files;
 - a task is ``submission.work_in_folder``: the course's files and the submission go
   with it (scattered once, and in the task), so workers need no shared file system;
   the outcome (status, notes, the autograded notebook) comes back, and the driver
@@ -21,7 +23,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from autograder import sandbox, submission
+from autograder import sandbox, submission, zygote
 
 #: deaths of a task's worker after which the task is failed (Dask's default is 3)
 ALLOWED_FAILURES = 1
@@ -52,6 +54,8 @@ def engine(scheduler: str | None, jobs: int, log=print):
         link = dashboard(connected)
         if link:
             log(f"Dask dashboard: {link}")
+        with contextlib.suppress(Exception):  # a head start only: the first task starts it otherwise
+            connected.run(zygote.prestart)
         yield lambda common, work, limits: grade(connected, common, work, limits)
 
 

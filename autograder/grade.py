@@ -43,6 +43,7 @@ from autograder.submission import (
     Result,
     check_submission,
     course_files,
+    grader_version,
     record,
     recorded,
     submission_files,
@@ -72,15 +73,6 @@ def _quiet(log_path: Path):
 #: what was graded, and from what (grades/.graded.json): a submission, its assignment's
 #: tests and the grader unchanged since are not graded again
 STATE = ".graded.json"
-
-
-def grader_version() -> str:
-    """A digest of the grader's code and the course module: a change regrades everything."""
-    digest = hashlib.sha256()
-    for folder in (course.REPO / "autograder", course.REPO / "bbrl_course"):
-        for path in sorted(folder.glob("*.py")):
-            digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 def submission_digest(root: Path, student: str, assignment: str, files: dict[str, bytes], version: str,
@@ -225,8 +217,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     done = 0
     try:
         if work:
-            common = course_files(root, sorted({a for _, a, _ in work}))
             with (engine or distribute.engine)(scheduler, jobs, log) as run, bar:
+                common = course_files(root, sorted({a for _, a, _ in work}), version)
                 for s, a, outcome in run(common, work, limits):
                     log_path = root / "logs" / f"{s}-{a}.log"
                     log_path.write_text(outcome.get("log", ""))
@@ -245,13 +237,26 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
                     bar.write(line, file=sys.stdout) if progress else log(line)
                     bar.update()
     except KeyboardInterrupt:
-        write_reports(root, results)
+        _reports(root, results, log)
         raise course.CourseError(
             f"interrupted: {done} of {len(work)} submissions graded and recorded (the gradebook holds them); run the "
             "same command again to grade the others"
         ) from None
-    write_reports(root, results)
+    _reports(root, results, log)
     return results
+
+
+def _reports(root: Path, results: list[Result], log) -> None:
+    """The CSVs, then the class report (grades/report.html); a report that cannot be drawn
+    is said, never a lost grade."""
+    from autograder import report
+
+    write_reports(root, results)
+    try:
+        report.write(root, course.assignments())
+    except Exception as error:  # the grades are written: the report is a view of them
+        log(f"warning: grades/{report.REPORT} not written ({type(error).__name__}: {error}); "
+            "`python -m autograder report` writes it again")
 
 
 @contextlib.contextmanager
@@ -319,6 +324,8 @@ def main(argv=None) -> int:
     print(f"grades:   {_shown(root / 'grades')}/ (a CSV per assignment, and summary.csv)")
     print(f"feedback: {_shown(root / 'feedback')}/<student>/<assignment>/")
     print(f"logs:     {_shown(root / 'logs')}/")
+    if (root / "grades" / "report.html").exists():
+        print(f"report:   {_shown(root / 'grades' / 'report.html')} (open it in a browser; make report writes it again)")
     if waiting:
         print(f"{waiting} answers of {len({r.student for r in graded})} students wait for a grade by hand: "
               f"make formgrader{'' if root == course.AUTOGRADER else ' ROOT=' + shlex.quote(_shown(root))}")

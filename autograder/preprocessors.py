@@ -23,6 +23,7 @@ import os
 import re
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat import from_dict
 from nbformat.notebooknode import NotebookNode
 from traitlets import Integer, List, Unicode
 
@@ -138,14 +139,24 @@ class JudgeVerdicts(NbGraderPreprocessor):
     the judge has no verdict for scores 0."""
 
     verdicts = Unicode("", help="the judge's verdicts file (JSON); empty: the kernel ran the tests").tag(config=True)
+    judge_pid = Integer(0, help="the judge's process, a child of this one that runs while the kernel does: "
+                                "its verdicts are read once it has ended (it is not reaped here)").tag(config=True)
 
     def preprocess(self, nb, resources):
         if not self.verdicts:
             return nb, resources
         import json
 
-        with open(self.verdicts) as f:
-            self._verdicts = json.load(f)
+        if self.judge_pid:
+            try:  # waits for the judge to end, and leaves its exit status to its parent's caller
+                os.waitid(os.P_PID, self.judge_pid, os.WEXITED | os.WNOWAIT)
+            except ChildProcessError:
+                pass
+        try:
+            with open(self.verdicts) as f:
+                self._verdicts = json.load(f)
+        except (OSError, ValueError):  # the judge failed: the submission is reported failed
+            self._verdicts = {}
         return super().preprocess(nb, resources)
 
     def preprocess_cell(self, cell, resources, index):
@@ -158,6 +169,8 @@ class JudgeVerdicts(NbGraderPreprocessor):
         outputs = []
         if verdict.get("stdout"):
             outputs.append(NotebookNode(output_type="stream", name="stdout", text=verdict["stdout"]))
+        for shown in verdict.get("displays", []):  # figures the judge made (the learning curve)
+            outputs.append(from_dict(shown))
         if verdict.get("error"):
             outputs.append(_error(*verdict["error"]))
         cell.outputs = outputs

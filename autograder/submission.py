@@ -9,10 +9,10 @@ The distribution of the work is ``autograder/grade.py``'s; the sandbox is
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder import course, feedback, sandbox
+from autograder import course, feedback, sandbox, zygote
 from autograder.preprocessors import KERNEL_DIED, TAMPERING, TIME_LIMIT
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -231,21 +231,35 @@ def keep_hand_grades(root: Path, api, student: str, assignment: str, before: dic
 TRUSTED_NOTE = "graded without a sandbox (--trusted): the student's code ran with the grader's rights"
 
 
-def run_judge(root: Path, student: str, assignment: str, limits: sandbox.Limits | None, verdicts: Path) -> str | None:
-    """Runs the submission's tests in the judge (autograder/judge.py), apart from the
-    student's code; writes their verdicts. Returns why it could not, or None."""
+def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limits | None, verdicts: Path) -> int:
+    """Starts the judge (autograder/judge.py) on the submission's tests, apart from the
+    student's code, in a process of its own forked from this one (its imports are done); it
+    writes their verdicts. Returns its pid (``judge_failure`` says how it ended)."""
+    from autograder import judge
+
     source = root / "source" / assignment / f"{assignment}.ipynb"
     submission = root / "submitted" / student / assignment
-    command = [sys.executable, "-m", "autograder.judge", str(source), str(submission), str(verdicts)]
-    if limits is None:
-        command.append("--trusted")
-    else:
-        command += ["--limits", json.dumps(dataclasses.asdict(limits))]
-    env = dict(os.environ, NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPOSITORY))
-    if done.returncode != 0 or not verdicts.exists():
-        tail = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
+
+    def judged():
+        zygote.title(f"python -m autograder.judge {submission}")
+        os.environ.update(NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
+        os.chdir(REPOSITORY)
+        outcome = judge.run(source.resolve(), submission.resolve(), limits)
+        partial = verdicts.with_suffix(".partial")
+        partial.write_text(json.dumps(outcome, indent=1))
+        partial.rename(verdicts)  # whole, or not there
+
+    return zygote.fork_start(judged, (), verdicts.with_suffix(".log"))
+
+
+def judge_failure(pid: int, verdicts: Path) -> str | None:
+    """Waits for the judge; why it could not give its verdicts, or None."""
+    code = zygote.wait(pid)
+    if code != 0 or not verdicts.exists():
+        log = verdicts.with_suffix(".log")
+        lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+        tail = (lines or [f"exit code {code}"])[-1][:300]
         return (f"the judge could not run the tests ({tail}); the gradebook has no new score for it. "
                 "Grade it again; if it fails again, report it with logs/ to the course's maintainers.")
     return None
@@ -303,12 +317,18 @@ def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | Non
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="course-verdicts-") as scratch:
         verdicts_file = Path(scratch) / "verdicts.json"
-        failure = run_judge(root, student, assignment, limits, verdicts_file)
+        # the judge runs the tests while nbgrader's kernel runs the student's cells for the
+        # feedback; the test cells get the judge's verdicts once it has ended
+        judge = start_judge(root, student, assignment, limits, verdicts_file)
+        try:
+            api = course.api(root, sandbox=limits, verdicts=verdicts_file, judge_pid=judge)
+            outcome = api.autograde(assignment, student, force=True, create=True)
+        finally:
+            failure = judge_failure(judge, verdicts_file)
+        print(f"graded in {time.perf_counter() - start:.1f} s (the judge and the kernel at once)")
         if failure is not None:
             return {"status": FAILED, "notes": [failure], "seconds": time.perf_counter() - start, "files": {}}
         notes = judge_notes(json.loads(verdicts_file.read_text()))
-        api = course.api(root, sandbox=limits, verdicts=verdicts_file)
-        outcome = api.autograde(assignment, student, force=True, create=True)
     if not outcome.get("success"):
         log = (outcome.get("log", "") + outcome.get("error", "")).strip().splitlines()
         errors = [line for line in log if line.startswith("[ERROR]") or "Error" in line]
@@ -365,9 +385,30 @@ def recorded(root: Path, student: str, assignment: str, before: dict) -> Result:
     return Result(student, assignment, GRADED, scores, max_scores, before["notes"], before["seconds"], manual)
 
 
-def course_files(root: Path, assignments: list[str]) -> dict[str, bytes]:
+def grader_version() -> str:
+    """A digest of the grader's code and the course module: a change regrades everything."""
+    digest = hashlib.sha256()
+    for folder in (REPOSITORY / "autograder", REPOSITORY / "bbrl_course"):
+        for path in sorted(folder.glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+#: where a course folder keeps the course's files last sent to workers (for the next run)
+COURSE_FILES = ".course-files"
+
+
+def course_files(root: Path, assignments: list[str], version: str | None = None) -> dict[str, bytes]:
     """What every worker needs besides the submission: the assignments' source notebooks
-    (with the hidden tests), their release and a gradebook that knows them (no student)."""
+    (with the hidden tests), their release and a gradebook that knows them (no student).
+    Kept in the course folder (``.course-files/``) for the next run, while the source
+    notebooks and the grader are the same."""
+    digest = hashlib.sha256((version or grader_version()).encode())
+    for name in assignments:
+        digest.update(name.encode() + b"\0" + (root / "source" / name / f"{name}.ipynb").read_bytes())
+    kept = root / COURSE_FILES / digest.hexdigest()[:32]
+    if kept.is_dir():
+        return _read_tree(kept)
     with tempfile.TemporaryDirectory(prefix="course-template-") as tmp:
         template = Path(tmp)
         for name in assignments:
@@ -378,6 +419,14 @@ def course_files(root: Path, assignments: list[str]) -> dict[str, bytes]:
         files = {f"source/{k}": v for k, v in _read_tree(template / "source").items()}
         files.update({f"release/{k}": v for k, v in _read_tree(template / "release").items()})
         files["gradebook.db"] = (template / "gradebook.db").read_bytes()
+    try:  # the last one only; kept whole or not at all (a cache: failing to keep it costs time only)
+        shutil.rmtree(root / COURSE_FILES, ignore_errors=True)
+        (root / COURSE_FILES).mkdir()
+        partial = Path(tempfile.mkdtemp(prefix="partial-", dir=root / COURSE_FILES))
+        _write_tree(partial, files)
+        partial.rename(kept)
+    except OSError:
+        pass
     return files
 
 
@@ -385,20 +434,20 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
                    limits: sandbox.Limits | None) -> dict:
     """A worker's task: a course folder of its own (the course's files and the submission,
     sent by the driver), graded by a fresh process (nothing of a grading stays in the
-    worker). Returns the outcome, with the grading's log."""
+    worker), forked from this worker's fork server (``autograder/zygote.py``). Returns the
+    outcome, with the grading's log."""
     with tempfile.TemporaryDirectory(prefix="course-work-") as tmp:
         folder = Path(tmp)
         _write_tree(folder, common)
         _write_tree(folder / "submitted" / student / assignment, files)
-        command = [sys.executable, "-m", "autograder.submission", str(folder), student, assignment]
-        command += ["--trusted"] if limits is None else ["--limits", json.dumps(dataclasses.asdict(limits))]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
-        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPOSITORY))
-        log = (done.stdout + done.stderr)[-200_000:]
+        argv = [str(folder), student, assignment]
+        argv += ["--trusted"] if limits is None else ["--limits", json.dumps(dataclasses.asdict(limits))]
+        log_file = folder / "grading.log"
+        code = zygote.run(argv, log_file)
+        log = log_file.read_text(errors="replace")[-200_000:] if log_file.exists() else ""
         answer = folder / "outcome.json"
-        if done.returncode != 0 or not answer.exists():
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
+        if code != 0 or not answer.exists():
+            last = (log.strip().splitlines() or ["no message"])[-1][:300]
             raise RuntimeError(f"the grading process failed ({last})")
         outcome = json.loads(answer.read_text())
         outcome["files"] = _read_tree(folder / "autograded" / student / assignment) if outcome["status"] == GRADED else {}

@@ -88,7 +88,9 @@ def _kill_worker_of(student, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for process in _grading_processes(student):
-            worker = process.parent()
+            worker = process.parent()  # up past the worker's fork server (autograder/zygote.py)
+            while any("autograder.zygote" in part or "autograder.submission" in part for part in worker.cmdline()):
+                worker = worker.parent()
             for child in worker.children(recursive=True):
                 child.kill()
             worker.kill()

@@ -87,7 +87,8 @@ def sandboxed(server):
 
 @pytest.fixture(scope="module")
 def trusted(server, sandboxed):
-    return _graded(TRUSTED, server, "--trusted")
+    # the attack probes (the tampering probes have their own course: trusted_tampering)
+    return _graded(TRUSTED, server, "--trusted", only=set(PROBES))
 
 
 def _feedback(run, student):

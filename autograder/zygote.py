@@ -1,0 +1,150 @@
+"""A fork server for the grading processes of a worker.
+
+Each submission is graded by a fresh process (nothing of one grading stays for the next),
+but a fresh Python process pays for its imports again: torch, nbgrader and the course's
+code take about 2.5 CPU-seconds, twice per submission (the grading process, and the
+judge). A worker thread starts one server, once, that imports them; each submission is
+then graded by a child forked from it, which is as fresh as a new process and starts with
+everything imported. The judge is forked from that child the same way (``fork_start``), and
+runs while nbgrader's kernel runs the student's cells.
+
+Forking is safe here because the server never runs torch or starts a thread: it imports
+and forks, nothing else. The student's code never runs in these processes (it runs in
+the sandbox, started anew for every submission).
+
+    python -m autograder.zygote      # the server: reads requests on stdin, one per line
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+#: what every grading imports (the grading process, the judge and the course's given cells)
+PRELOAD = ("torch", "bbrl", "bbrl_course", "bbrl_course.algo", "bbrl_course.checks", "matplotlib.pyplot",
+           "nbgrader.apps", "nbgrader.preprocessors", "autograder.submission", "autograder.judge")
+
+
+class Zygote:
+    """A client of one server: ``run(argv, log)`` grades in a child of it."""
+
+    def __init__(self):
+        env = dict(os.environ, MPLBACKEND="Agg")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen([sys.executable, "-m", "autograder.zygote"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env, cwd=str(REPOSITORY))
+
+    def run(self, argv: list[str], log: Path) -> int:
+        """``python -m autograder.submission ARGV`` in a forked child, its output in ``log``;
+        its exit code."""
+        self.process.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError("the grading fork server ended (killed?)")
+        return int(json.loads(answer)["status"])
+
+
+_idle: list[Zygote] = []  # servers of this process, waiting for a request
+_lock = threading.Lock()
+
+
+def prestart():
+    """Starts a server in the background if none is idle (its imports then overlap with what
+    the driver does before the first task: ``distribute.engine`` calls it on every worker)."""
+    with _lock:
+        if not any(server.process.poll() is None for server in _idle):
+            _idle.append(Zygote())
+
+
+def run(argv: list[str], log: Path) -> int:
+    """Grades with an idle server of this process (started if there is none, or if it died);
+    one request at a time per server."""
+    with _lock:
+        alive = [server for server in _idle if server.process.poll() is None]
+        server = alive.pop() if alive else Zygote()
+        _idle[:] = alive
+    code = server.run(argv, log)  # a server that died raises: it is not used again
+    with _lock:
+        _idle.append(server)
+    return code
+
+
+def fork_start(function, args: tuple, log: Path) -> int:
+    """``function(*args)`` in a forked child, its output in ``log``; the child's pid. Its
+    exit code (``wait``) is 0 when it returned, 1 when it raised (the traceback is in the log)."""
+    pid = os.fork()
+    if pid == 0:
+        _child(lambda: function(*args), log)
+    return pid
+
+
+def wait(pid: int) -> int:
+    """The exit code of a child started by ``fork_start`` (negative: the signal that killed it)."""
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _child(work, log: Path):
+    """In a forked child: ``work()`` with stdout and stderr in ``log``; never returns."""
+    code = 1
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(null)
+        work()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def title(text: str):
+    """What ps and top show for this process (the student it grades)."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(text)
+
+
+def _grade(argv: list[str]):
+    from autograder import submission
+
+    title("python -m autograder.submission " + " ".join(argv))
+    submission.main(argv)
+
+
+def main():
+    for name in PRELOAD:
+        importlib.import_module(name)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _child(lambda: _grade(request["argv"]), Path(request["log"]))
+        _, status = os.waitpid(pid, 0)
+        sys.stdout.write(json.dumps({"status": os.waitstatus_to_exitcode(status)}) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@
 #   make release  regenerate notebooks/ (student versions) from solutions/
 #   make grade    grade autograder/submitted/ (STUDENT=id, ASSIGNMENT=name to narrow, ROOT=another course folder,
 #                 SCHEDULER=tcp://host:8786 a Dask cluster, FORCE=1 to grade unchanged submissions again)
+#   make report   grades/report.html again (the class at a glance), from the last grading (ROOT= likewise)
 #   make formgrader  JupyterLab with nbgrader's formgrader, to grade answers by hand (ROOT= likewise)
 #   make test     set up, then run the test suite
 #   make test-colab  the student notebooks in a simulated Colab, from their set-up cells
@@ -21,7 +22,7 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup test test-colab demo bench release handout grade formgrader figure clean
+.PHONY: setup test test-colab demo bench release handout grade report formgrader figure clean
 
 setup: $(STAMP)
 
@@ -63,6 +64,11 @@ demo: setup
 # Grades the submissions in autograder/submitted/<student>/<assignment>/ (or ROOT=folder)
 grade: setup
 	$(PY) -m autograder grade $(if $(ROOT),--root "$(ROOT)") $(if $(STUDENT),--student "$(STUDENT)") $(if $(ASSIGNMENT),--assignment "$(ASSIGNMENT)") $(if $(SCHEDULER),--scheduler "$(SCHEDULER)") $(if $(FORCE),--force)
+
+# The class report, grades/report.html (scores, pass rates, frequent failures, statuses,
+# learning test), written again from the course folder (or ROOT=folder) without grading
+report: setup
+	$(PY) -m autograder report $(if $(ROOT),--root "$(ROOT)")
 
 # JupyterLab with nbgrader's formgrader on the course folder (or ROOT=folder), on 127.0.0.1:
 # grade the answers by hand; the next `make grade` puts their points in the CSVs

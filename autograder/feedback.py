@@ -15,6 +15,8 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.course import BADGE_CELL_ID
+
 MIN_LENGTH = 12
 REGIONS = re.compile(r"### BEGIN (HIDDEN TESTS|SOLUTION)(.*?)### END \1", re.S)
 REMOVED = "(output removed from this feedback: it showed text of the hidden tests or of the solutions)"
@@ -83,7 +85,10 @@ def clean_autograded(root: Path, student: str, assignment: str) -> list[str]:
     )
     notebook = nbformat.read(str(autograded), as_version=4)
     cleaned = drop_leaked_outputs(notebook, protected)
-    if cleaned:
+    badge = [c for c in notebook.cells if c.get("id") == BADGE_CELL_ID]
+    if badge:  # "Open in Colab" opens the blank release: a link that feedback has no use for
+        notebook.cells = [c for c in notebook.cells if c.get("id") != BADGE_CELL_ID]
+    if cleaned or badge:
         nbformat.write(notebook, str(autograded))
     return [f"feedback: the output of {label} was removed (it showed hidden tests or solutions: look at it)"
             for label in cleaned]

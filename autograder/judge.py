@@ -261,6 +261,7 @@ class Remote:
         claimed = best.get("best_reward")
         if not isinstance(claimed, float) or abs(measured - claimed) > 0.01 * max(1.0, abs(claimed)):
             print(f"The grader evaluated your best policy again: {measured:.1f} (your notebook's TD3 said {claimed}).")
+        self._judge.show_learning_curve(best.get("curve"), measured)
         return measured
 
 
@@ -291,6 +292,7 @@ class Judge:
         self.mirrors: dict[int, object] = {}  # the student's objects seen so far, by their id there
         self.deadline = float("inf")
         self.printed: list[str] = []
+        self.displays: list[dict] = []  # outputs of the test other than text (the learning curve)
         self.requests = 0
         self.namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
 
@@ -413,10 +415,23 @@ class Judge:
             self.mirrors[oid] = mirror
         return mirror
 
+    def show_learning_curve(self, curve, measured: float):
+        """The learning test's figure in the test's outputs (the curve as the student's process
+        recorded it: shown, never scored), and when the best return is not above the
+        threshold, what the curve suggests."""
+        from bbrl_course import learning_test
+        from bbrl_course.checks import LEARNING_THRESHOLD
+
+        points = learning_test.clean_curve(curve)
+        self.displays.append(learning_test.display_output(points, LEARNING_THRESHOLD, measured))
+        if not measured > LEARNING_THRESHOLD:
+            print("What the curve suggests: " + learning_test.diagnosis(points, LEARNING_THRESHOLD))
+
     # --- the cells
     def run_cell(self, source: str, label: str, test: bool) -> dict:
         """Runs one cell; for a test, its outcome: stdout, and the error if it failed."""
         self.printed = []
+        self.displays = []
         self.requests = 0
         limit = self.slow.get(label, self.timeout)
         out = io.StringIO()
@@ -445,7 +460,8 @@ class Judge:
             seen = "; ".join(self.student.tampering)
             error = (TAMPERING, f"tampering suspected: the student's code {seen}; this test scores 0")
         printed = out.getvalue() + "".join(self.printed)
-        return {"stdout": printed[-channel.MAX_PRINTED:], "error": error, "seconds": time.monotonic() - start}
+        return {"stdout": printed[-channel.MAX_PRINTED:], "error": error, "seconds": time.monotonic() - start,
+                "displays": self.displays}
 
 
 def _pickle(op: str, body) -> tuple[bytes, dict]:

@@ -1,6 +1,7 @@
 """Sets the return threshold of the TD3 learning test from measured distributions.
 
     python benchmarks/grading_threshold.py [--seeds 20] [--workers 2] [--only reference,frozen-actor,random]
+                                           [--write-reference]
 
 Trains, with the configuration of the TD3 notebook's learning test
 (``bbrl_course.checks.learning_check_config``) and seeds 1..N:
@@ -12,7 +13,10 @@ Trains, with the configuration of the TD3 notebook's learning test
 and prints, for each evaluation point (every 1,000 steps), the distribution of
 the best evaluation return so far (what the learning test checks), so that the
 threshold can be put between the reference's worst seed and the others' best.
-Figures go to bench-results/grading_threshold.json.
+Figures go to bench-results/grading_threshold.json. ``--write-reference`` also writes
+bbrl_course/learning_reference.json (the reference's band and the random policy's level
+that the learning test's figure shows in the feedback, and the class report), from the
+``reference`` and ``random`` runs.
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=0, help="training steps (default: checks.LEARNING_STEPS)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", default=",".join(KINDS))
+    parser.add_argument("--write-reference", action="store_true",
+                        help="write bbrl_course/learning_reference.json (needs the reference and random runs)")
     args = parser.parse_args(argv)
     kinds = args.only.split(",")
     jobs = [(kind, seed, args.steps) for kind in kinds for seed in range(1, args.seeds + 1)]
@@ -100,7 +106,37 @@ def main(argv=None) -> int:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"results": results, "summary": summary}, indent=1))
     print(f"\nwrote {out.relative_to(REPO)}")
+    if args.write_reference:
+        path = write_reference(results, args)
+        print(f"wrote {path.relative_to(REPO)}")
     return 0
+
+
+def write_reference(results: list[dict], args) -> Path:
+    """bbrl_course/learning_reference.json: the reference's evaluation returns at each
+    evaluation (lowest, median, highest over seeds), its best evaluation of a run, and the
+    mean return of random actions."""
+    reference = [r for r in results if r["kind"] == "reference"]
+    random = [r for r in results if r["kind"] == "random"]
+    if not reference or not random:
+        raise SystemExit("--write-reference needs the runs of both reference and random (--only reference,random)")
+    steps = sorted({s for r in reference for s, _ in r["curve"]})
+    at = {s: [m for r in reference for t, m in r["curve"] if t == s] for s in steps}
+    bests = [max(m for _, m in r["curve"]) for r in reference]
+    figures = {
+        "command": "python benchmarks/grading_threshold.py " + " ".join(sys.argv[1:]),
+        "seeds": len(reference),
+        "steps": steps,
+        "low": [round(min(at[s]), 1) for s in steps],
+        "median": [round(statistics.median(at[s]), 1) for s in steps],
+        "high": [round(max(at[s]), 1) for s in steps],
+        "best": {"low": round(min(bests), 1), "median": round(statistics.median(bests), 1),
+                 "high": round(max(bests), 1)},
+        "random": round(statistics.mean(m for r in random for _, m in r["curve"]), 1),
+    }
+    path = REPO / "bbrl_course" / "learning_reference.json"
+    path.write_text(json.dumps(figures, indent=1) + "\n")
+    return path
 
 
 if __name__ == "__main__":

@@ -205,6 +205,10 @@ SAMPLES = [
                Edit("td3-class",
                     'self.critic_2 = ContinuousQAgent(obs_size, hidden, act_size).with_prefix("critic-2/")',
                     'self.critic_2 = self.critic_1')]),
+    # trains for the whole learning test, but the actor descends the critic: the curve stays low
+    Sample("bug-actor-ascends", TD3, "the actor loss without its minus sign: the actor minimizes Q",
+           loses=("test_ddpg_functions", "test_td3_learns"), trains=True, edits=[
+               Edit("td3-from-ddpg", "    return -q_values.mean()", "    return q_values.mean()")]),
     Sample("bug-target-actor-frozen", TD3, "update_targets forgets the target actor",
            loses=("test_update_targets",), trains=True, edits=[
                Edit("td3-update-targets", "    soft_update_params(td3.actor, td3.target_actor, tau)\n", "")]),
@@ -430,5 +434,8 @@ if __name__ == "__main__":
             print(f"  {problem}")
         wrong = {p.split(":")[0] for p in problems}
         print(f"{len(SAMPLES) - len(wrong)}/{len(SAMPLES)} sample submissions graded as expected")
+        report = Path(sys.argv[2]) / "grades" / "report.html"
+        if report.exists():
+            print(f"the class report: {report} (open it in a browser)")
         sys.exit(1 if problems else 0)
     write_class(Path(sys.argv[1]) / "submitted")

@@ -10,14 +10,18 @@ from __future__ import annotations
 import csv
 import html
 import json
+import os
 import re
 import shutil
 import sqlite3
 
+import nbformat
 import pytest
 
+import browser
 import sample_class
 from autograder import grade as grading
+from autograder.reports import CSV_COLUMNS
 from conftest import REPO, cli
 
 SAMPLES = {sample.student: sample for sample in sample_class.SAMPLES}
@@ -241,3 +245,117 @@ def test_grading_again_grades_only_what_changed(graded, course_root):
     finally:
         results.unlink()
         cli("grade", "--root", COURSE, "--assignment", "03-experiment", "--student", "exp-no-results")
+
+
+# --- the class report (grades/report.html) and the learning test's figure in the feedback
+def _loses(test, assignment):
+    return {s.student for s in sample_class.SAMPLES if s.assignment == assignment and s.status == "graded"
+            and test in sample_class.expected_scores(s, _max_scores(assignment))
+            and sample_class.expected_scores(s, _max_scores(assignment))[test] == 0.0}
+
+
+def test_report_counts_each_failure_status_and_learning_test_of_the_class(graded, course_root):
+    from autograder import report
+
+    for assignment in (sample_class.DDPG, sample_class.TD3, sample_class.EXPERIMENT):
+        found = report.collect(course_root, assignment)
+        samples = [s for s in sample_class.SAMPLES if s.assignment == assignment]
+        assert set(found.totals) == {s.student for s in samples if s.status == "graded"}
+        for test in found.tests:
+            if test.by_hand:
+                continue
+            assert set(test.failed) == _loses(test.name, assignment), test.name
+            assert sorted(s for names in test.messages.values() for s in names) == sorted(test.failed)
+        for status in ("missing", "misnamed", "unreadable"):
+            expected = {s.student for s in samples if s.status == status}
+            assert set(found.statuses.get(status, [])) == expected or (status == "missing" and expected <= set(
+                found.statuses[status])), status
+    ddpg = report.collect(course_root, sample_class.DDPG)
+    assert set(ddpg.statuses["time limit"]) == {"bad-infinite-loop", "bad-ignores-interrupt"}
+    assert set(ddpg.statuses["process ended or killed"]) == {"bad-kills-kernel"}
+    messages = {m: names for t in ddpg.tests if t.name == "test_actor_loss" for m, names in t.messages.items()}
+    assert any("bug-actor-sign" in names for names in messages.values()), messages
+    td3 = report.collect(course_root, sample_class.TD3)
+    # the learning test's figure exists exactly for the TD3s that trained; the grader's returns
+    trained = {s.student for s in sample_class.SAMPLES if s.trains}
+    assert set(td3.learning) == trained
+    below = {s for s, best in td3.learning.items() if best <= td3.threshold}
+    assert below == {"bug-actor-ascends"}
+    assert set(td3.seconds) == set(td3.totals)
+
+
+def test_report_is_one_offline_file_and_make_report_writes_it_again(graded, course_root):
+    path = course_root / "grades" / "report.html"
+    first = path.read_text()
+    for assignment in (sample_class.DDPG, sample_class.TD3, sample_class.EXPERIMENT):
+        assert f'<section id="{assignment}">' in first
+    images = re.findall(r'<img src="([^"]+)"', first)
+    assert len(images) >= 10 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r'(src|href)="(https?:)?//', first), "nothing to fetch: it opens offline"
+    path.unlink()
+    run = cli("report", "--root", COURSE)
+    assert run.returncode == 0 and run.stdout == f"wrote {COURSE}/grades/report.html\n", run.stdout + run.stderr
+    assert path.read_text() == first
+    run = cli("report", "--root", "outputs")
+    assert run.returncode == 1 and "error: nothing graded in outputs: no grades/<assignment>.csv" in run.stderr
+
+
+def test_report_escapes_what_a_student_wrote(tmp_path):
+    from autograder import report
+
+    root = tmp_path / "course"
+    (root / "grades").mkdir(parents=True)
+    shutil.copytree(REPO / "notebooks", root / "release" / "01-ddpg", ignore=lambda d, names: [
+        n for n in names if n != "01-ddpg.ipynb"])
+    autograded = root / "autograded" / "eve" / "01-ddpg"
+    notebook = nbformat.read(str(REPO / "notebooks" / "01-ddpg.ipynb"), as_version=4)
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_actor_loss":
+            cell.outputs = [nbformat.v4.new_output(
+                "error", ename="AssertionError", evalue="<script>document.title='pwned'</script>", traceback=[])]
+    autograded.mkdir(parents=True)
+    nbformat.write(notebook, str(autograded / "01-ddpg.ipynb"))
+    columns = [*CSV_COLUMNS[:-1], "test_actor_loss", "notes"]
+    with (root / "grades" / "01-ddpg.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerow({"student": "eve", "status": "graded", "autograded": "0", "total": "0", "total_max": "1",
+                         "test_actor_loss": "0", "notes": "<img src=x onerror=alert(1)> time limit"})
+    page = report.write(root, ["01-ddpg"]).read_text()
+    assert "<script>document" not in page and "&lt;script&gt;document.title=&#x27;pwned&#x27;" in page
+    assert "<img src=x" not in page
+
+
+#: the only address the feedback pages ask for: MathJax, from its CDN (answered by the test)
+MATHJAX = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/"
+
+
+def test_report_and_a_feedback_page_in_a_real_browser(graded, course_root):
+    if browser.executable() is None:
+        reason = ("no Chromium here: install Debian's chromium (apt-get install chromium; .ci/run does) to open "
+                  "the report and a feedback page in a real browser")
+        if os.environ.get("REQUIRE_BROWSER"):  # CI: it must run
+            pytest.fail(reason)
+        pytest.skip(reason)
+    # screenshots in outputs/screenshots/ (docs/report.png in the README is one of them)
+    shots = REPO / "outputs" / "screenshots"
+    pages = {
+        "report": course_root / "grades" / "report.html",
+        "feedback-bug-actor-ascends": course_root / "feedback" / "bug-actor-ascends" / "02-td3" / "02-td3.html",
+        "feedback-td3-solution": course_root / "feedback" / "td3-solution" / "02-td3" / "02-td3.html",
+    }
+    with browser.Chromium() as chromium:
+        for name, path in pages.items():
+            page = chromium.open(path, screenshot=shots / f"{name}.png")
+            assert page.errors == [], (name, page.errors)
+            assert page.images and all(i["width"] > 0 and i["height"] > 0 for i in page.images), (name, page.images)
+            assert all(url.startswith(MATHJAX) for url in page.remote), (name, page.remote)
+            assert (shots / f"{name}.png").stat().st_size > 10_000
+            if name == "report":
+                assert page.remote == [] and len(page.images) >= 10
+            else:  # the learning test's figure, and the note under a failed one
+                assert len(page.images) == 1, page.images
+    failed = html.unescape(re.sub(r"<[^>]+>", "", pages["feedback-bug-actor-ascends"].read_text()))
+    assert "What the curve suggests: The curve stays at the level of a random policy" in failed
+    passed = html.unescape(re.sub(r"<[^>]+>", "", pages["feedback-td3-solution"].read_text()))
+    assert "What the curve suggests" not in passed

@@ -1,0 +1,331 @@
+"""The class report, grades/report.html: where a class stands, per assignment, at a glance.
+
+One HTML file, its figures embedded (it opens offline and can be mailed), written at the
+end of every grading run and again by ``python -m autograder report`` (``make report``)
+from what grading left in the course folder, without grading again:
+
+- grades/<assignment>.csv: each student's status, points per test, notes;
+- autograded/<student>/<assignment>/: the failure message of each test, and the
+  learning test's figures (the output's metadata written by the judge);
+- grades/.graded.json: the grading time of each submission;
+- release/<assignment>/: the points of each test, and which are graded by hand.
+
+Everything a student's code could have written (messages, notes) is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from autograder.reports import CSV_COLUMNS, TO_GRADE
+
+REPORT = "report.html"
+#: failure messages shown per test, most frequent first
+TOP_MESSAGES = 5
+#: kinds of trouble found in the notes, and the words that find them
+NOTE_KINDS = {
+    "time limit": ("time limit",),
+    "process ended or killed": ("ended its process", "kernel died", "sandbox stopped"),
+    "tampering suspected": ("tampering suspected",),
+    "test cells edited or deleted": ("was edited", "was deleted"),
+    "outputs removed from the feedback": ("feedback: the output",),
+    "graded without a sandbox": ("graded without a sandbox",),
+}
+
+
+@dataclass
+class Test:
+    name: str
+    points: float
+    by_hand: bool
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    messages: dict[str, list[str]] = field(default_factory=dict)  # message -> students
+
+
+@dataclass
+class Assignment:
+    name: str
+    rows: list[dict]
+    tests: list[Test]
+    totals: dict[str, float]  # student -> points
+    total_max: float
+    statuses: dict[str, list[str]]  # status or kind of note -> students
+    seconds: dict[str, float]
+    learning: dict[str, float | None]  # student -> best return measured by the grader
+    threshold: float | None = None
+
+
+def _points(cells) -> list[tuple[str, float, bool]]:
+    out = []
+    for cell in cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            out.append((meta["grade_id"], float(meta.get("points", 0)), bool(meta.get("solution"))))
+    return out
+
+
+def _message(output) -> str:
+    text = f"{output.get('evalue', '')}".strip().splitlines()
+    return (text[0] if text else output.get("ename", "error"))[:240]
+
+
+def _key(message: str) -> str:
+    """Messages that differ only in their numbers are one kind of failure."""
+    return re.sub(r"-?\d[\d,.]*", "#", message)
+
+
+def _read_autograded(path: Path) -> tuple[dict[str, str], dict | None]:
+    """{test: failure message} and the learning test's figures, from an autograded notebook."""
+    failures, learning = {}, None
+    try:
+        notebook = nbformat.read(str(path), as_version=4)
+    except Exception:
+        return failures, learning
+    for cell in notebook.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                failures[meta["grade_id"]] = _message(output)
+            found = output.get("metadata", {}).get("learning_test")
+            if isinstance(found, dict):
+                learning = found
+    return failures, learning
+
+
+def collect(root: Path, name: str) -> Assignment | None:
+    """What the report shows of one assignment, or None if it was never graded."""
+    path = root / "grades" / f"{name}.csv"
+    release = root / "release" / name / f"{name}.ipynb"
+    if not path.exists():
+        return None
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = list(rows[0]) if rows else []
+    points = {t: (p, hand) for t, p, hand in _points(nbformat.read(str(release), as_version=4).cells)} if release.exists() else {}
+    names = [c for c in columns if c not in CSV_COLUMNS]
+    tests = [Test(t, points.get(t, (0.0, False))[0], points.get(t, (0.0, False))[1]) for t in names]
+    state = {}
+    state_file = root / "grades" / ".graded.json"
+    if state_file.exists():
+        try:
+            state = json.loads(state_file.read_text())
+        except ValueError:
+            state = {}
+    totals, statuses, seconds, learning, threshold = {}, defaultdict(list), {}, {}, None
+    for row in rows:
+        student = row["student"]
+        if row["status"] != "graded":
+            statuses[row["status"]].append(student)
+            continue
+        totals[student] = float(row["total"] or 0)
+        for kind, words in NOTE_KINDS.items():
+            if any(w in row.get("notes", "").lower() for w in words):
+                statuses[kind].append(student)
+        if f"{student}/{name}" in state:
+            seconds[student] = float(state[f"{student}/{name}"].get("seconds") or 0)
+        failures, figures = _read_autograded(root / "autograded" / student / name / f"{name}.ipynb")
+        if figures is not None:
+            learning[student] = figures.get("best")
+            threshold = figures.get("threshold", threshold)
+        for test in tests:
+            value = row.get(test.name, "")
+            if test.by_hand or value in ("", TO_GRADE):
+                continue
+            if float(value) >= test.points:
+                test.passed.append(student)
+            else:
+                test.failed.append(student)
+                message = failures.get(test.name, "no message (the test's output was lost)")
+                test.messages.setdefault(message, []).append(student)
+    total_max = sum(t.points for t in tests)
+    return Assignment(name, rows, tests, totals, total_max, dict(statuses), seconds, learning, threshold)
+
+
+# --- figures
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _figure(width=6.4, height=3.2):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=90)
+    return fig, fig.subplots()
+
+
+def histogram_of_scores(a: Assignment) -> str:
+    fig, ax = _figure()
+    values = list(a.totals.values())
+    top = max([a.total_max, *values, 1.0])
+    bins = [x - 0.5 for x in range(int(math.ceil(top)) + 2)]
+    ax.hist(values, bins=bins, color="tab:blue", edgecolor="white")
+    ax.set_xlabel(f"points (out of {a.total_max:g}, autograded and by hand)")
+    ax.set_ylabel("students")
+    ax.set_title(f"{a.name}: scores of the {len(values)} graded submissions")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def pass_rates(a: Assignment) -> str:
+    tests = [t for t in a.tests if not t.by_hand]
+    fig, ax = _figure(height=0.35 * len(tests) + 1.2)
+    rates = [100 * len(t.passed) / max(1, len(t.passed) + len(t.failed)) for t in tests]
+    ax.barh(range(len(tests)), rates, color=["tab:green" if r >= 50 else "tab:orange" for r in rates])
+    ax.set_yticks(range(len(tests)), [t.name for t in tests], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("students who pass (%)")
+    for i, (t, r) in enumerate(zip(tests, rates)):
+        ax.text(min(r + 1, 88), i, f"{len(t.passed)}/{len(t.passed) + len(t.failed)}", va="center", fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def learning_returns(a: Assignment) -> str:
+    from bbrl_course import learning_test
+
+    ref = learning_test.reference()
+    fig, ax = _figure(height=2.6)
+    values = sorted((v, s) for s, v in a.learning.items() if v is not None)
+    ax.axvspan(ref["best"]["low"], ref["best"]["high"], color="tab:green", alpha=0.18,
+               label=f"reference TD3, {ref['seeds']} seeds")
+    if a.threshold is not None:
+        ax.axvline(a.threshold, color="tab:red", label=f"threshold ({a.threshold:,.0f})")
+    ax.axvline(ref["random"], color="0.5", ls=":", label=f"random actions ({ref['random']:,.0f})")
+    ys = [(i % 5) * 0.2 for i in range(len(values))]
+    ax.scatter([v for v, _ in values], ys, color="tab:blue", zorder=3, label="students")
+    ax.set_yticks([])
+    ax.set_ylim(-0.3, 1.1)
+    ax.set_xlabel("best evaluation return, measured by the grader")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def grading_times(a: Assignment) -> str:
+    fig, ax = _figure(height=2.6)
+    ax.hist(list(a.seconds.values()), bins=20, color="tab:purple", edgecolor="white")
+    ax.set_xlabel("seconds to grade one submission (on a worker)")
+    ax.set_ylabel("submissions")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# --- the page
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _names(students: list[str], most: int = 30) -> str:
+    shown = ", ".join(_e(s) for s in sorted(students)[:most])
+    return shown + (f" and {len(students) - most} more" if len(students) > most else "")
+
+
+def _img(data: str, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+
+
+def section(a: Assignment) -> str:
+    graded = len(a.totals)
+    parts = [f'<section id="{_e(a.name)}"><h2>{_e(a.name)}</h2>']
+    mean = sum(a.totals.values()) / graded if graded else 0
+    parts.append(f"<p>{graded} graded of {len(a.rows)} students"
+                 + (f"; mean {mean:.1f} of {a.total_max:g} points" if graded else "") + ".</p>")
+    if graded:
+        parts.append(_img(histogram_of_scores(a), f"{a.name}: histogram of scores"))
+        parts.append("<h3>Pass rate of each test</h3>")
+        parts.append(_img(pass_rates(a), f"{a.name}: pass rate of each test"))
+    parts.append("<h3>Most frequent failures</h3>")
+    failing = [t for t in a.tests if t.failed]
+    if not failing:
+        parts.append("<p>No test failed.</p>")
+    for test in failing:
+        kinds: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
+        for message, students in test.messages.items():
+            kinds[_key(message)].append((message, students))
+        ranked = sorted(kinds.values(), key=lambda group: -sum(len(s) for _, s in group))
+        parts.append(f"<h4>{_e(test.name)} <small>({len(test.failed)} of {len(test.failed) + len(test.passed)} "
+                     f"fail; {test.points:g} points)</small></h4><table><tr><th>students</th><th>message</th>"
+                     "<th>who</th></tr>")
+        for group in ranked[:TOP_MESSAGES]:
+            students = [s for _, names in group for s in names]
+            parts.append(f"<tr><td class=n>{len(students)}</td><td>{_e(group[0][0])}</td>"
+                         f"<td>{_names(students)}</td></tr>")
+        if len(ranked) > TOP_MESSAGES:
+            rest = sum(len(s) for group in ranked[TOP_MESSAGES:] for _, s in group)
+            parts.append(f"<tr><td class=n>{rest}</td><td colspan=2>{len(ranked) - TOP_MESSAGES} other messages"
+                         "</td></tr>")
+        parts.append("</table>")
+    if a.learning:
+        below = sorted(s for s, v in a.learning.items() if v is None or a.threshold is None or v <= a.threshold)
+        parts.append("<h3>The learning test: best returns across the class</h3>")
+        parts.append(_img(learning_returns(a), f"{a.name}: best returns of the learning test"))
+        parts.append(f"<p>{len(a.learning)} TD3s trained; at or below the threshold: {_names(below) or 'none'}.</p>")
+    parts.append("<h3>Statuses</h3>")
+    if a.statuses:
+        parts.append("<table><tr><th>status</th><th>students</th><th>who</th></tr>")
+        for status, students in sorted(a.statuses.items(), key=lambda item: -len(item[1])):
+            parts.append(f"<tr><td>{_e(status)}</td><td class=n>{len(students)}</td><td>{_names(students)}</td></tr>")
+        parts.append("</table><p class=hint>Each student's notes are in the CSV's notes column and in "
+                     "logs/&lt;student&gt;-&lt;assignment&gt;.log.</p>")
+    else:
+        parts.append("<p>Every submission was graded, with nothing to report.</p>")
+    if a.seconds:
+        times = sorted(a.seconds.values())
+        slowest = sorted(a.seconds, key=a.seconds.get, reverse=True)[:5]
+        parts.append("<h3>Grading time</h3>")
+        parts.append(_img(grading_times(a), f"{a.name}: grading time per submission"))
+        parts.append(f"<p>Median {times[len(times) // 2]:.0f} s, longest {times[-1]:.0f} s per submission "
+                     f"(slowest: {', '.join(f'{_e(s)} {a.seconds[s]:.0f} s' for s in slowest)}).</p>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; color: #222; }
+h2 { border-bottom: 2px solid #ddd; margin-top: 2em; }
+h4 small, .hint { color: #666; font-weight: normal; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+td.n { text-align: right; }
+img { max-width: 100%; display: block; margin: 0.5em 0; }
+nav a { margin-right: 1em; }
+"""
+
+
+def write(root: Path, assignments: list[str]) -> Path | None:
+    """Writes grades/report.html for the assignments graded in ``root``; None if none was."""
+    found = [a for a in (collect(root, name) for name in assignments) if a is not None]
+    if not found:
+        return None
+    nav = " ".join(f'<a href="#{_e(a.name)}">{_e(a.name)}</a>' for a in found)
+    page = (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>Class report</title>"
+            f"<style>{STYLE}</style></head><body><h1>Class report</h1>"
+            f"<p class=hint>From {_e(root.name)}/grades/ and autograded/; regenerate with "
+            f"<code>make report</code>.</p><nav>{nav}</nav>\n"
+            + "\n".join(section(a) for a in found) + "\n</body></html>\n")
+    path = root / "grades" / REPORT
+    path.write_text(page)
+    return path

@@ -11,7 +11,7 @@ what it says when nothing stops it):
   gradebook by absolute and relative paths, and prints any hidden test it finds;
 - probe-write: writes the gradebook (every grade to 100) and another student's notebook;
 - probe-network: connects to a server of the test on 127.0.0.1;
-- probe-memory: allocates 6 GB (the sandbox allows 4) in compute_actor_loss;
+- probe-memory: allocates 6 GB (the sandbox allows 4) in compute_actor_loss, once per process;
 - probe-fork: forks 200 processes that sleep 20 s (the sandbox allows 64) in
   soft_update_params;
 - probe-disk: writes one file of up to 512 MB (files are limited to 256 MB), then files
@@ -102,7 +102,12 @@ with open("left-by-probe.txt", "w") as _f:  # in the submission's own folder, if
         Sample("probe-network", DDPG, "connects to a server on 127.0.0.1", edits=[_top(network)]),
         Sample("probe-memory", DDPG, "allocates 6 GB in compute_actor_loss", loses=("test_actor_loss",), edits=[
             Edit("ddpg-actor-loss", "    return -q_values.mean()",
-                 "    _hog = b'\\x01' * (6 * 2**30)\n    del _hog\n    return -q_values.mean()")]),
+                 # once per process: without a sandbox it costs one 6 GB fill, not one per call
+                 "    if not globals().get('_hogged'):\n"
+                 "        _hog = b'\\x01' * (6 * 2**30)\n"
+                 "        del _hog\n"
+                 "        globals()['_hogged'] = True\n"
+                 "    return -q_values.mean()")]),
         Sample("probe-fork", DDPG, "forks 200 processes in soft_update_params", loses=SOFT_UPDATE,
                notes=("test_soft_update_value: the sandbox stopped the student's code", "more than 64 processes"), edits=[
             Edit("ddpg-soft-update", "    with torch.no_grad():\n",

@@ -14,6 +14,8 @@ import re
 import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -50,19 +52,11 @@ class Server(threading.Thread):
             connection.close()
 
 
-@pytest.fixture(scope="module")
-def server():
-    server = Server()
-    server.start()
-    yield server
-    server.stopped.set()
-
-
 def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _graded(folder, server, *options, only=None):
+def _prepared(folder, server, only=None):
     root = REPO / folder
     shutil.rmtree(root, ignore_errors=True)
     samples = hostile_class.write_hostile_class(root, REPO, server.port)
@@ -72,23 +66,54 @@ def _graded(folder, server, *options, only=None):
             if student.name not in only:
                 shutil.rmtree(student)
     other = _digest(root / OTHER) if (root / OTHER).exists() else None
-    before = server.connections
-    run = cli("grade", "--root", folder, "--assignment", "01-ddpg", "--jobs", "2", "--json", f"{folder}/results.json", *options)
-    assert run.returncode == 0, run.stderr[-3000:]
-    results = {d["student"]: grading.Result(**d) for d in json.loads((root / "results.json").read_text())}
-    return {"root": root, "samples": {s.student: s for s in samples}, "results": results, "other": other,
-            "connections": server.connections - before, "stdout": run.stdout}
+    return {"root": root, "samples": {s.student: s for s in samples}, "other": other, "server": server}
 
 
 @pytest.fixture(scope="module")
-def sandboxed(server):
-    return _graded(SANDBOXED, server)
+def runs():
+    """The hostile class graded three times, each course with its own server (the
+    connections each gets are its own): sandboxed, and the tampering probes with --trusted,
+    at once; then the attack probes with --trusted, alone (unsandboxed, they fill 6 GB of
+    memory, fork 200 processes and write 1.5 GB: no other grading shares the machine with
+    them). The tampering probes have a course of their own: the trusted class's
+    probe-write (unsandboxed) rewrites every grade in its gradebook."""
+    servers = [Server() for _ in range(3)]
+    for server in servers:
+        server.start()
+    phases = [
+        {"sandboxed": (_prepared(SANDBOXED, servers[0]), ["--jobs", "2"]),
+         "trusted_tampering": (_prepared(TRUSTED_TAMPERING, servers[1], only=set(TAMPERING)),
+                               ["--jobs", "1", "--trusted"])},
+        {"trusted": (_prepared(TRUSTED, servers[2], only=set(PROBES)), ["--jobs", "2", "--trusted"])},
+    ]
+    graded = {}
+    for phase in phases:
+        processes = {}
+        for name, (course, options) in phase.items():
+            folder = str(course["root"].relative_to(REPO))
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "autograder", "grade", "--root", folder, "--assignment", "01-ddpg",
+                 "--json", f"{folder}/results.json", *options], cwd=REPO, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+        for name, (course, _) in phase.items():
+            out, err = processes[name].communicate(timeout=900)
+            assert processes[name].returncode == 0, err[-3000:]
+            results = {d["student"]: grading.Result(**d)
+                       for d in json.loads((course["root"] / "results.json").read_text())}
+            graded[name] = {**course, "results": results, "connections": course["server"].connections, "stdout": out}
+    yield graded
+    for server in servers:
+        server.stopped.set()
 
 
 @pytest.fixture(scope="module")
-def trusted(server, sandboxed):
-    # the attack probes (the tampering probes have their own course: trusted_tampering)
-    return _graded(TRUSTED, server, "--trusted", only=set(PROBES))
+def sandboxed(runs):
+    return runs["sandboxed"]
+
+
+@pytest.fixture(scope="module")
+def trusted(runs):
+    return runs["trusted"]
 
 
 def _feedback(run, student):
@@ -125,9 +150,8 @@ def test_each_attack_fails_in_the_sandbox(sandboxed, student, printed):
 
 
 @pytest.fixture(scope="module")
-def trusted_tampering(server, trusted):
-    # apart from the trusted class, whose probe-write (unsandboxed) rewrites every grade in its gradebook
-    return _graded(TRUSTED_TAMPERING, server, "--trusted", only=set(TAMPERING))
+def trusted_tampering(runs):
+    return runs["trusted_tampering"]
 
 
 @pytest.mark.parametrize("student", TAMPERING)

@@ -1,6 +1,7 @@
 """Learning benchmark: the course's TD3 and DDPG against stable-baselines3's TD3.
 
     python benchmarks/learning.py [--seeds 5] [--steps 15000] [--workers 2] [--only td3,ddpg,sb3-td3]
+    python benchmarks/learning.py --seeds 8 --only td3,td3+alternate,td3+unit-actions,sb3-td3
 
 All three learn Pendulum-v1 with the same budget and the same settings (learning
 from step 1,000, one gradient step per environment step, batch 256, networks
@@ -30,8 +31,35 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 THRESHOLDS = (-400, -200)
+#: "after convergence": the evaluations from this many steps on; a dip: an evaluation below DIP
+CONVERGED, DIP = 8_000, -300
 EVAL_INTERVAL = 500
 NB_EVALS = 10
+
+
+#: variants of the course's TD3 (``--only td3+alternate``), one difference from stable-baselines3 each
+VARIANTS = {
+    # one environment step, then one update, as stable-baselines3 (train_freq=1): rollouts of 2
+    # time steps, one new transition each, instead of 32 transitions then 32 updates
+    "alternate": {"n_steps": 2},
+    # the environment's actions rescaled to [-1, 1], as stable-baselines3's policies act: the
+    # critics see actions in [-1, 1], the actor's tanh is not scaled by 2
+    "unit-actions": {},
+}
+
+
+def _unit_actions():
+    """Every environment the course creates gets its actions rescaled to [-1, 1]."""
+    from functools import partial
+
+    from gymnasium.wrappers import RescaleAction
+
+    import bbrl_course.algo as algo
+
+    rescale = partial(RescaleAction, min_action=-1.0, max_action=1.0)
+    original = algo.make_env
+    algo.make_env = lambda name, *args, wrappers=(), **kwargs: original(name, *args, wrappers=[rescale, *wrappers],
+                                                                        **kwargs)
 
 
 def _course_run(algo: str, seed: int, steps: int) -> dict:
@@ -44,15 +72,20 @@ def _course_run(algo: str, seed: int, steps: int) -> dict:
     from bbrl_course import make_config
     from bbrl_course.nbload import load_notebook
 
-    notebook = load_notebook(REPO / "solutions" / ("02-td3.ipynb" if algo == "td3" else "01-ddpg.ipynb"))
+    base, _, variant = algo.partition("+")
+    notebook = load_notebook(REPO / "solutions" / ("02-td3.ipynb" if base == "td3" else "01-ddpg.ipynb"))
     params = notebook.params
     params["plot_agents"] = False
     params["verbose"] = False
     params["algorithm"].update(seed=seed, max_steps=steps, eval_interval=EVAL_INTERVAL, nb_evals=NB_EVALS)
+    for name in filter(None, variant.split("+")):
+        params["algorithm"].update(VARIANTS[name])
+        if name == "unit-actions":
+            _unit_actions()
     cfg = make_config(params)
-    agent = notebook.TD3(cfg) if algo == "td3" else notebook.DDPG(cfg)
+    agent = notebook.TD3(cfg) if base == "td3" else notebook.DDPG(cfg)
     start = time.perf_counter()
-    (notebook.run_td3 if algo == "td3" else notebook.run_ddpg)(agent)
+    (notebook.run_td3 if base == "td3" else notebook.run_ddpg)(agent)
     seconds = time.perf_counter() - start
     rows = (agent.base_dir / "evaluations.csv").read_text().splitlines()[1:]
     curve = [(int(r.split(",")[0]), float(r.split(",")[3]), float(r.split(",")[2])) for r in rows]
@@ -146,6 +179,12 @@ def summarize(results, algo, steps_budget):
         row[f"steps to {threshold}"] = [h[0] if h else None for h in hits]
         row[f"seconds to {threshold}"] = [round(h[1], 1) if h else None for h in hits]
     row["final return"] = [round(r["curve"][-1][1], 1) for r in runs]
+    # once learned: every evaluation from CONVERGED steps on, over all seeds
+    late = [mean for r in runs for steps, mean, _ in r["curve"] if steps >= CONVERGED]
+    row["mean after convergence"] = round(statistics.mean(late), 1) if late else None
+    row["evaluations after convergence"] = len(late)
+    row[f"below {DIP} after convergence"] = sum(1 for v in late if v < DIP)
+    row["worst after convergence"] = round(min(late), 1) if late else None
     row["updates/s"] = round(statistics.mean(r["updates"] / r["seconds"] for r in runs), 1)
     row["seconds"] = round(statistics.mean(r["seconds"] for r in runs), 1)
     return row
@@ -171,7 +210,8 @@ def main(argv=None) -> int:
     jobs = [(algo, seed, args.steps) for seed in range(1, args.seeds + 1) for algo in algos]
     print(f"Pendulum-v1, {args.steps} steps, seeds 1-{args.seeds}, {len(jobs)} runs on {args.workers} workers ...", flush=True)
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
+    # a fresh process per run: a variant patches the course's code in the process that runs it
+    with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
         results = []
         for result in pool.map(run, jobs):
             results.append(result)
@@ -179,16 +219,24 @@ def main(argv=None) -> int:
     rows = {algo: summarize(results, algo, args.steps) for algo in algos}
 
     print(f"\nAll runs: {time.perf_counter() - start:.0f} s\n")
-    header = f"{'algorithm':10} {'reached -400':>12} {'steps to -400':>22} {'steps to -200':>22} {'seconds to -200':>22} {'final return':>22} {'updates/s':>10}"
+    header = f"{'algorithm':18} {'reached -400':>12} {'steps to -400':>22} {'steps to -200':>22} {'seconds to -200':>22} {'final return':>22} {'updates/s':>10}"
     print(header)
     print("-" * len(header))
     for algo, row in rows.items():
         print(
-            f"{algo:10} {row['reached -400']:>12} {_fmt(row['steps to -400']):>22} {_fmt(row['steps to -200']):>22}"
+            f"{algo:18} {row['reached -400']:>12} {_fmt(row['steps to -400']):>22} {_fmt(row['steps to -200']):>22}"
             f" {_fmt(row['seconds to -200']):>22} {_fmt(row['final return'], worst=min):>22} {row['updates/s']:>10}"
         )
     for algo, row in rows.items():
         print(f"  {algo}: reached -200 in {row['reached -200']} runs; steps to -200 per seed {row['steps to -200']}; final {row['final return']}")
+    print(f"\nAfter convergence (evaluations at {CONVERGED:,} steps and later, all seeds):")
+    print(f"{'algorithm':22} {'mean':>8} {'evaluations':>12} {'below ' + str(DIP):>11} {'worst':>8}")
+    for algo, row in rows.items():
+        if row["mean after convergence"] is None:
+            print(f"{algo:22} (no evaluation at {CONVERGED:,} steps or later: give --steps more)")
+            continue
+        print(f"{algo:22} {row['mean after convergence']:8.1f} {row['evaluations after convergence']:12d} "
+              f"{row[f'below {DIP} after convergence']:11d} {row['worst after convergence']:8.1f}")
 
     if "td3" in rows and "sb3-td3" in rows:
         ours, peer = rows["td3"], rows["sb3-td3"]

@@ -70,16 +70,19 @@ def dashboard(connected) -> str | None:
 
 def grade(connected, common: dict[str, bytes], jobs: list[tuple[str, str, dict[str, bytes]]],
           limits: sandbox.Limits | None) -> Iterator[tuple[str, str, dict]]:
-    """Grades ``jobs`` (student, assignment, files) on the cluster; yields (student,
-    assignment, outcome) as they finish. A failure is an outcome with status ``failed``."""
+    """Grades ``jobs`` (student, assignment, files) on the cluster, started in their order;
+    yields (student, assignment, outcome) as they finish. A failure is an outcome with status
+    ``failed``."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
     shared = connected.scatter(common, broadcast=True, hash=False)
     futures = {}
-    for student, assignment, files in jobs:
+    for index, (student, assignment, files) in enumerate(jobs):
+        # in the order given (the driver puts the longest first): Dask runs higher priorities first
         future = connected.submit(submission.work_in_folder, shared, student, assignment, files, limits,
-                                  key=f"grade-{student}-{assignment}", retries=1, pure=False)
+                                  key=f"grade-{student}-{assignment}", retries=1, pure=False,
+                                  priority=len(jobs) - index)
         futures[future] = (student, assignment)
     try:
         for future in as_completed(futures):

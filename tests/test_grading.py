@@ -359,3 +359,31 @@ def test_report_and_a_feedback_page_in_a_real_browser(graded, course_root):
     assert "What the curve suggests: The curve stays at the level of a random policy" in failed
     passed = html.unescape(re.sub(r"<[^>]+>", "", pages["feedback-td3-solution"].read_text()))
     assert "What the curve suggests" not in passed
+
+
+def test_the_submissions_whose_tests_train_are_handed_out_first():
+    # a stand-in for Dask records the order in which the driver hands the work over: the
+    # TD3 submissions (a learning test of ten times a DDPG submission's work) come first,
+    # so that the short ones fill the workers' last gaps
+    import contextlib
+
+    from autograder.submission import FAILED
+
+    root = REPO / "outputs" / "order course"
+    shutil.rmtree(root, ignore_errors=True)
+    chosen = ["bug-actor-sign", "exp-solution", "td3-solution", "ddpg-solution", "bug-no-delay"]
+    sample_class.write_class(root / "submitted", [SAMPLES[s] for s in chosen])
+    order = []
+
+    @contextlib.contextmanager
+    def engine(scheduler, jobs, log):
+        def run(common, work, limits):
+            for student, assignment, _ in work:
+                order.append(student)
+                yield student, assignment, {"status": FAILED, "notes": ["not graded (order test)"], "seconds": 0.0,
+                                            "files": {}}
+        yield run
+
+    grading.grade(root, limits=None, log=lambda *a: None, engine=engine)
+    assert sorted(order[:2]) == ["bug-no-delay", "td3-solution"], order
+    assert sorted(order[2:]) == ["bug-actor-sign", "ddpg-solution", "exp-solution"], order

@@ -73,7 +73,8 @@ class ContinuousDeterministicActor(Agent):
     """The policy pi(s): a network from a state to an action in [-1, 1]^action_dim.
 
     The tanh output is scaled to the action bounds ``[low, high]`` of the
-    environment (for Pendulum-v1, [-2, 2]).
+    environment: [-1, 1] in the course's environments (``bbrl_course.envs``), where it
+    is the tanh itself.
     """
 
     def __init__(

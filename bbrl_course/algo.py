@@ -26,13 +26,14 @@ import numpy as np
 import torch
 from bbrl import get_arguments, get_class, instantiate_class
 from bbrl.agents import Agent, Agents, TemporalAgent
-from bbrl.agents.gymnasium import ParallelGymAgent, make_env
+from bbrl.agents.gymnasium import ParallelGymAgent
 from bbrl.utils.replay_buffer import ReplayBuffer
 from bbrl.workspace import Workspace
 from omegaconf import OmegaConf
 
 from .agents import UniformRandomActor
 from .config import outputs_root
+from .envs import make_env
 
 __all__ = [
     "Logger",

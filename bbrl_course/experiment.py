@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .algo import critic_of
+from .envs import unit_actions
 
 __all__ = [
     "Algorithm",
@@ -147,7 +148,8 @@ def measure(algo, discount_factor: float, n_episodes: int = 5, seed: int = 0) ->
     env_name = algo.cfg.gym_env.env_name
     limit = gym.spec(env_name).max_episode_steps
     horizon = limit + tail_steps(discount_factor)
-    envs = [gym.make(env_name, max_episode_steps=horizon) for _ in range(n_episodes)]
+    # the course's environments (actions in [-1, 1]), run past their time limit
+    envs = [unit_actions(gym.make(env_name, max_episode_steps=horizon)) for _ in range(n_episodes)]
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     observations = np.zeros((n_episodes, horizon, obs.shape[1]), dtype=np.float32)
     rewards = np.zeros((n_episodes, horizon), dtype=np.float64)

@@ -21,7 +21,7 @@ def _frames(env_name: str, policy, seed: int):
     for variable in ("SDL_VIDEODRIVER", "SDL_AUDIODRIVER"):
         os.environ.setdefault(variable, "dummy")
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    from bbrl.agents.gymnasium import make_env
+    from .envs import make_env
 
     env = make_env(env_name, render_mode="rgb_array")
     frames = []

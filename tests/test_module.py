@@ -161,10 +161,11 @@ def test_actions_are_uniformly_random_until_learning_starts(ddpg_nb, outputs):
     for _ in iter_replay_buffers(ddpg):
         break  # the first update: the buffer holds the warm-up transitions
     actions = ddpg.replay_buffer.variables["action"][:320, 0, 0]
-    # uniform on [-2, 2]: standard deviation 4 / sqrt(12) = 1.15, both halves visited
-    assert actions.min() >= -2 and actions.max() <= 2
-    assert abs(actions.std().item() - 4 / 12**0.5) < 0.15
-    assert (actions < -1).float().mean() > 0.15 and (actions > 1).float().mean() > 0.15
+    # uniform on [-1, 1] (the course's environments): standard deviation 2 / sqrt(12) = 0.58,
+    # both halves visited
+    assert actions.min() >= -1 and actions.max() <= 1
+    assert abs(actions.std().item() - 2 / 12**0.5) < 0.08
+    assert (actions < -0.5).float().mean() > 0.15 and (actions > 0.5).float().mean() > 0.15
 
 
 def test_warmup_can_use_the_training_policy(ddpg_nb, outputs):
@@ -177,3 +178,48 @@ def test_warmup_can_use_the_training_policy(ddpg_nb, outputs):
     obs = ddpg.replay_buffer.variables["env/env_obs"][:320, 0]
     with torch.no_grad():
         assert torch.allclose(actions, ddpg.actor.predict_action(obs), atol=1e-5)
+
+
+def test_the_course_environments_act_in_unit_range_and_the_pendulum_gets_twice_the_torque(ddpg_nb, outputs):
+    import numpy as np
+
+    from bbrl_course.envs import make_env
+
+    pendulum = make_env("Pendulum-v1")
+    assert (pendulum.action_space.low.tolist(), pendulum.action_space.high.tolist()) == ([-1.0], [1.0])
+    pendulum.reset(seed=0)
+    for action, torque in ((1.0, 2.0), (-0.5, -1.0), (0.0, 0.0)):
+        pendulum.step(np.array([action], dtype=np.float32))
+        assert pendulum.unwrapped.last_u == pytest.approx(torque)
+    lander = make_env("LunarLanderContinuous-v3")  # already in [-1, 1]: not wrapped
+    assert "RescaleAction" not in str(lander)
+    # training, evaluation and the actor's bounds: all in [-1, 1]
+    ddpg = ddpg_nb.DDPG(tiny_config(ddpg_nb.params))
+    low, high = ddpg.action_bounds()
+    assert (low.tolist(), high.tolist()) == ([-1.0], [1.0])
+    assert ddpg.eval_env.get_action_space().high.tolist() == [1.0]
+    assert ddpg.actor.action_high.tolist() == [1.0]
+
+
+def test_the_grader_video_and_experiment_see_the_same_environment_as_training(ddpg_nb, outputs, monkeypatch):
+    """An actor that always pushes +1 (a torque of 2) gets the same return from the grader's
+    evaluation and the experiment's measurement as from training's evaluation; with the raw
+    [-2, 2] range, +1 would be a torque of 1 and every figure would differ."""
+    from bbrl_course import algo, envs, experiment
+
+    cfg = tiny_config(ddpg_nb.params, nb_evals=3)
+    ddpg = ddpg_nb.DDPG(cfg)
+    with torch.no_grad():  # tanh(large) = 1: the action +1 whatever the state
+        last = ddpg.actor.model[-2]
+        last.weight.zero_()
+        last.bias.fill_(20.0)
+    ddpg.evaluate(force=True)
+    trained = ddpg.eval_history[-1][1].mean().item()
+    assert algo.evaluate_policy(cfg, ddpg.actor.state_dict(), 0) == pytest.approx(trained, abs=1e-3)
+
+    measured = experiment.measure(ddpg, 0.98, n_episodes=1, seed=7).rewards[0, :200].sum()
+    monkeypatch.setattr(envs, "RESCALE", False)  # the raw range: +1 is a torque of 1
+    raw = experiment.measure(ddpg, 0.98, n_episodes=1, seed=7).rewards[0, :200].sum()
+    assert measured != pytest.approx(raw, abs=1.0)
+    pendulum = envs.make_env("Pendulum-v1")
+    assert pendulum.action_space.high.tolist() == [2.0]

@@ -1,7 +1,7 @@
 """Learning benchmark: the course's TD3 and DDPG against stable-baselines3's TD3.
 
-    python benchmarks/learning.py [--seeds 5] [--steps 15000] [--workers 2] [--only td3,ddpg,sb3-td3]
-    python benchmarks/learning.py --seeds 8 --only td3,td3+alternate,td3+unit-actions,sb3-td3
+    python benchmarks/learning.py [--seeds 8] [--steps 15000] [--workers 2] [--only td3,ddpg,sb3-td3]
+    python benchmarks/learning.py --seeds 8 --only td3,td3+env-actions,td3+alternate,sb3-td3
 
 All three learn Pendulum-v1 with the same budget and the same settings (learning
 from step 1,000, one gradient step per environment step, batch 256, networks
@@ -42,24 +42,17 @@ VARIANTS = {
     # one environment step, then one update, as stable-baselines3 (train_freq=1): rollouts of 2
     # time steps, one new transition each, instead of 32 transitions then 32 updates
     "alternate": {"n_steps": 2},
-    # the environment's actions rescaled to [-1, 1], as stable-baselines3's policies act: the
-    # critics see actions in [-1, 1], the actor's tanh is not scaled by 2
-    "unit-actions": {},
+    # the environment's own action range ([-2, 2] for the pendulum), as the course was before
+    # issue 15: the critics see actions in [-2, 2], where stable-baselines3's see [-1, 1]
+    "env-actions": {},
 }
 
 
-def _unit_actions():
-    """Every environment the course creates gets its actions rescaled to [-1, 1]."""
-    from functools import partial
+def _env_actions():
+    """The course's environments keep their own action range (``bbrl_course.envs.RESCALE``)."""
+    import bbrl_course.envs as envs
 
-    from gymnasium.wrappers import RescaleAction
-
-    import bbrl_course.algo as algo
-
-    rescale = partial(RescaleAction, min_action=-1.0, max_action=1.0)
-    original = algo.make_env
-    algo.make_env = lambda name, *args, wrappers=(), **kwargs: original(name, *args, wrappers=[rescale, *wrappers],
-                                                                        **kwargs)
+    envs.RESCALE = False
 
 
 def _course_run(algo: str, seed: int, steps: int) -> dict:
@@ -80,8 +73,8 @@ def _course_run(algo: str, seed: int, steps: int) -> dict:
     params["algorithm"].update(seed=seed, max_steps=steps, eval_interval=EVAL_INTERVAL, nb_evals=NB_EVALS)
     for name in filter(None, variant.split("+")):
         params["algorithm"].update(VARIANTS[name])
-        if name == "unit-actions":
-            _unit_actions()
+        if name == "env-actions":
+            _env_actions()
     cfg = make_config(params)
     agent = notebook.TD3(cfg) if base == "td3" else notebook.DDPG(cfg)
     start = time.perf_counter()
@@ -201,7 +194,7 @@ def _fmt(values, worst=max):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=15_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", default="td3,ddpg,sb3-td3")

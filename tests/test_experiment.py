@@ -27,6 +27,7 @@ from bbrl_course.experiment import (
     summaries,
     tail_steps,
 )
+from bbrl_course.envs import make_env, unit_actions
 from bbrl_course.nbload import load_notebook
 from conftest import REPO, SOLUTIONS
 
@@ -56,7 +57,7 @@ def test_find_notebook_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch
 def _stand_in(env_name, seed=0):
     """What measure() reads of an algorithm: its configuration, actor and critic."""
     torch.manual_seed(seed)
-    env = gym.make(env_name)
+    env = make_env(env_name)  # the course's: actions in [-1, 1]
     obs_size, act_size = env.observation_space.shape[0], env.action_space.shape[0]
     actor = ContinuousDeterministicActor(obs_size, [16], act_size, env.action_space.low, env.action_space.high)
     critic = ContinuousQAgent(obs_size, [16], act_size)
@@ -65,7 +66,7 @@ def _stand_in(env_name, seed=0):
 
 
 def _rollout(env_name, actor, seed, steps):
-    env = gym.make(env_name, max_episode_steps=steps)
+    env = unit_actions(gym.make(env_name, max_episode_steps=steps))  # as the course's environments
     obs, _ = env.reset(seed=seed)
     observations, rewards = [], []
     for _ in range(steps):

@@ -54,9 +54,24 @@ def engine(scheduler: str | None, jobs: int, log=print):
         link = dashboard(connected)
         if link:
             log(f"Dask dashboard: {link}")
+        check_workers(connected)
         with contextlib.suppress(Exception):  # a head start only: the first task starts it otherwise
             connected.run(zygote.prestart)
         yield lambda common, work, limits: grade(connected, common, work, limits)
+
+
+def check_workers(connected) -> None:
+    """A CourseError when a worker's grader is not the driver's (a worker started from
+    another checkout); a worker that joins later is checked by its first task."""
+    from autograder.course import CourseError
+
+    mine = submission.grader_version()
+    others = sorted(address for address, version in connected.run(submission.grader_version).items()
+                    if version != mine)
+    if others:
+        raise CourseError(
+            f"{len(others)} Dask worker(s) run another version of the grader than this checkout (autograder/ or "
+            f"bbrl_course/ differ): {', '.join(others)}; start the workers from this commit, then grade again")
 
 
 def dashboard(connected) -> str | None:

@@ -396,6 +396,25 @@ def grader_version() -> str:
 
 #: where a course folder keeps the course's files last sent to workers (for the next run)
 COURSE_FILES = ".course-files"
+#: the file, among the course's files, that holds the driver's grader_version()
+GRADER_VERSION = "grader-version"
+
+
+class VersionMismatch(RuntimeError):
+    """A worker's grader (autograder/, bbrl_course/) is not the driver's."""
+
+
+def check_version(common: dict[str, bytes]) -> None:
+    """Raises VersionMismatch when this worker's grader differs from the driver's: a worker
+    started from another checkout would grade with other tests or another course module."""
+    theirs = common.get(GRADER_VERSION, b"").decode()
+    if theirs and theirs != grader_version():
+        import socket
+
+        raise VersionMismatch(
+            f"the worker on {socket.gethostname()} ({REPOSITORY}) runs another version of the grader than the "
+            "driver (autograder/ or bbrl_course/ differ): start the workers from the driver's commit "
+            "(git checkout <commit>), then grade again")
 
 
 def course_files(root: Path, assignments: list[str], version: str | None = None) -> dict[str, bytes]:
@@ -419,6 +438,7 @@ def course_files(root: Path, assignments: list[str], version: str | None = None)
         files = {f"source/{k}": v for k, v in _read_tree(template / "source").items()}
         files.update({f"release/{k}": v for k, v in _read_tree(template / "release").items()})
         files["gradebook.db"] = (template / "gradebook.db").read_bytes()
+        files[GRADER_VERSION] = (version or grader_version()).encode()
     try:  # the last one only; kept whole or not at all (a cache: failing to keep it costs time only)
         shutil.rmtree(root / COURSE_FILES, ignore_errors=True)
         (root / COURSE_FILES).mkdir()
@@ -435,7 +455,9 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
     """A worker's task: a course folder of its own (the course's files and the submission,
     sent by the driver), graded by a fresh process (nothing of a grading stays in the
     worker), forked from this worker's fork server (``autograder/zygote.py``). Returns the
-    outcome, with the grading's log."""
+    outcome, with the grading's log. A worker whose grader is not the driver's raises
+    VersionMismatch before grading."""
+    check_version(common)
     with tempfile.TemporaryDirectory(prefix="course-work-") as tmp:
         folder = Path(tmp)
         _write_tree(folder, common)

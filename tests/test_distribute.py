@@ -188,3 +188,22 @@ def test_ctrl_c_leaves_the_gradebook_consistent_and_the_next_run_grades_the_rest
     results = _results(root)
     for sample in (SOLUTION, SLOW, WRONG_SIGN):
         assert results[sample.student].scores == _expected(sample), results[sample.student].notes
+
+
+def test_a_worker_with_another_version_of_the_grader_is_refused(monkeypatch):
+    # a worker started from another checkout would grade with other tests: the driver refuses
+    # such a cluster at once, and a worker that joins later refuses its first task
+    from types import SimpleNamespace
+
+    from autograder import distribute, submission
+    from autograder.course import CourseError
+
+    mine = submission.grader_version()
+    cluster = SimpleNamespace(run=lambda f: {"tcp://10.0.0.1:1": mine, "tcp://10.0.0.2:2": "0" * 64})
+    with pytest.raises(CourseError, match=r"1 Dask worker\(s\) run another version .*tcp://10.0.0.2:2"):
+        distribute.check_workers(cluster)
+    distribute.check_workers(SimpleNamespace(run=lambda f: {"tcp://10.0.0.1:1": mine}))
+
+    submission.check_version({submission.GRADER_VERSION: mine.encode()})
+    with pytest.raises(submission.VersionMismatch, match="start the workers from the driver's commit"):
+        submission.work_in_folder({submission.GRADER_VERSION: b"0" * 64}, "s", "01-ddpg", {}, None)

@@ -9,7 +9,9 @@ module only says what a task is and what a failure means for a grade:
 - each worker starts its fork server of grading processes (``autograder/zygote.py``) as
   soon as it joins, while the driver prepares the course's files;
 - a task is ``submission.work_in_folder``: the course's files and the submission go
-  with it (scattered once, and in the task), so workers need no shared file system;
+  with it (the course's files once, as the result of a task of their own, which Dask
+  computes again if the worker that holds it is lost), so workers need no shared file
+  system;
   the outcome (status, notes, the autograded notebook) comes back, and the driver
   alone records it (``submission.record``);
 - a task whose worker dies is run again on another worker by Dask; after a second
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import Iterator
 
 from autograder import sandbox, submission, zygote
@@ -91,12 +94,19 @@ def grade(connected, common: dict[str, bytes], jobs: list[tuple[str, str, dict[s
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    shared = connected.scatter(common, broadcast=True, hash=False)
+    # keys of this run only: two drivers on one cluster never share a task (Dask would give
+    # the second the first one's result for the same key)
+    run = uuid.uuid4().hex[:8]
+    # the course's files are a task's result, not scattered data: Dask's active memory
+    # manager keeps one replica of scattered data, and a worker lost with it would cancel
+    # every submission waiting for it ("already forgotten"); a result is computed again
+    shared = connected.submit(_course_files, common, key=f"course-files-{run}", pure=False,
+                              priority=len(jobs) + 1)
     futures = {}
     for index, (student, assignment, files) in enumerate(jobs):
         # in the order given (the driver puts the longest first): Dask runs higher priorities first
         future = connected.submit(submission.work_in_folder, shared, student, assignment, files, limits,
-                                  key=f"grade-{student}-{assignment}", retries=1, pure=False,
+                                  key=f"grade-{student}-{assignment}-{run}", retries=1, pure=False,
                                   priority=len(jobs) - index)
         futures[future] = (student, assignment)
     try:
@@ -113,6 +123,11 @@ def grade(connected, common: dict[str, bytes], jobs: list[tuple[str, str, dict[s
     finally:
         for future in futures:  # interrupted: nothing of this run goes on grading
             future.cancel()
+
+
+def _course_files(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The course's files, as the result of a task (see ``grade``)."""
+    return files
 
 
 def _failed(reason: str) -> dict:

@@ -2,8 +2,8 @@
 
 Every environment the course creates (training, evaluation, the grader's evaluation, the
 video, the experiment's measurements) comes from ``make_env``, so the agents always see
-actions in [-1, 1]: the actor's ``tanh`` is the action, and the critics' inputs are
-of the same scale as the observations. The environment maps them back to its own range
+actions in [-1, 1]: the actor's ``tanh`` is the action, and the critics see actions on
+the same scale whatever the task. The environment maps them back to its own range
 (for Pendulum-v1, an action of 1 is a torque of 2).
 
 Why: with the pendulum's raw range, [-2, 2], the critics saw actions twice as large as

@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .algo import critic_of
-from .envs import unit_actions
+from .envs import make_env
 
 __all__ = [
     "Algorithm",
@@ -149,7 +149,7 @@ def measure(algo, discount_factor: float, n_episodes: int = 5, seed: int = 0) ->
     limit = gym.spec(env_name).max_episode_steps
     horizon = limit + tail_steps(discount_factor)
     # the course's environments (actions in [-1, 1]), run past their time limit
-    envs = [unit_actions(gym.make(env_name, max_episode_steps=horizon)) for _ in range(n_episodes)]
+    envs = [make_env(env_name, max_episode_steps=horizon) for _ in range(n_episodes)]
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     observations = np.zeros((n_episodes, horizon, obs.shape[1]), dtype=np.float32)
     rewards = np.zeros((n_episodes, horizon), dtype=np.float64)

@@ -8,7 +8,6 @@ import math
 import os
 from types import SimpleNamespace
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -27,7 +26,7 @@ from bbrl_course.experiment import (
     summaries,
     tail_steps,
 )
-from bbrl_course.envs import make_env, unit_actions
+from bbrl_course.envs import make_env
 from bbrl_course.nbload import load_notebook
 from conftest import REPO, SOLUTIONS
 
@@ -66,7 +65,7 @@ def _stand_in(env_name, seed=0):
 
 
 def _rollout(env_name, actor, seed, steps):
-    env = unit_actions(gym.make(env_name, max_episode_steps=steps))  # as the course's environments
+    env = make_env(env_name, max_episode_steps=steps)  # the course's environment, past its time limit
     obs, _ = env.reset(seed=seed)
     observations, rewards = [], []
     for _ in range(steps):

@@ -201,7 +201,7 @@ def test_the_course_environments_act_in_unit_range_and_the_pendulum_gets_twice_t
     assert ddpg.actor.action_high.tolist() == [1.0]
 
 
-def test_the_grader_video_and_experiment_see_the_same_environment_as_training(ddpg_nb, outputs, monkeypatch):
+def test_the_grader_and_the_experiment_see_the_same_environment_as_training(ddpg_nb, outputs, monkeypatch):
     """An actor that always pushes +1 (a torque of 2) gets the same return from the grader's
     evaluation and the experiment's measurement as from training's evaluation; with the raw
     [-2, 2] range, +1 would be a torque of 1 and every figure would differ."""

@@ -93,7 +93,7 @@ bench: $(BENCH_STAMP)
 FIGURE_RUN := outputs/figure
 figure: setup
 	rm -rf $(FIGURE_RUN)
-	BBRL_COURSE_NOTEBOOKS=$(CURDIR)/solutions $(PY) autograder/run_notebooks.py --timeout -1 --outputs $(FIGURE_RUN) solutions/03-experiment.ipynb
+	BBRL_COURSE_NOTEBOOKS=$(CURDIR)/solutions $(PY) -m autograder.course.run_notebooks --timeout -1 --outputs $(FIGURE_RUN) solutions/03-experiment.ipynb
 	mkdir -p docs
 	cp $(FIGURE_RUN)/03-experiment/03-experiment-results.npz docs/experiment-results.npz
 	$(PY) -m bbrl_course.experiment docs/experiment-results.npz --figures docs | tee docs/experiment-results.txt

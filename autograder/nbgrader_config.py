@@ -1,4 +1,4 @@
-"""nbgrader configuration of the course (loaded by autograder/course.py, which fails
+"""nbgrader configuration of the course (loaded by autograder/course/config.py, which fails
 loudly if this file raises; nbgrader alone would only log a line and go on)."""
 
 import sys
@@ -11,9 +11,9 @@ c = get_config()  # noqa: F821 (provided by traitlets when the file is loaded)
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # the course's preprocessors, in autograder/preprocessors.py
+    sys.path.insert(0, str(REPO))  # the course's preprocessors, in autograder/course/preprocessors.py
 
-from autograder.preprocessors import CourseExecute, HideHiddenTests, JudgeVerdicts, StderrToStdout  # noqa: E402
+from autograder.course.preprocessors import CourseExecute, HideHiddenTests, JudgeVerdicts, StderrToStdout  # noqa: E402
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
     AssignLatePenalties,
@@ -68,7 +68,7 @@ c.Execute.timeout = 30
 c.CourseExecute.slow_timeout = 180
 
 # Grading: the course's Execute (the student's cells; the test cells run in the judge,
-# autograder/judge.py, when the grader gives its verdicts), the judge's outputs in the
+# autograder/isolation/judge.py, when the grader gives its verdicts), the judge's outputs in the
 # test cells, then stderr moved to stdout (nbgrader gives 0 to a graded cell that wrote
 # anything to stderr, a warning or a progress bar included)
 c.Autograde.autograde_preprocessors = [

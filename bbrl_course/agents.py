@@ -187,3 +187,10 @@ class UniformRandomActor(Agent):
         n = self.get(("env/env_obs", t)).shape[0]
         uniform = torch.rand(n, self.low.shape[0])
         self.set(("action", t), self.low + (self.high - self.low) * uniform)
+
+
+def critic_of(algo):
+    """The critic that is plotted and whose bias is measured: DDPG's critic, TD3's first
+    critic (the one its actor follows); None if it has neither."""
+    critic = getattr(algo, "critic_1", None)
+    return critic if critic is not None else getattr(algo, "critic", None)

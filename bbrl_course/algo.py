@@ -31,7 +31,7 @@ from bbrl.utils.replay_buffer import ReplayBuffer
 from bbrl.workspace import Workspace
 from omegaconf import OmegaConf
 
-from .agents import UniformRandomActor
+from .agents import UniformRandomActor, critic_of
 from .config import outputs_root
 from .envs import make_env
 
@@ -280,12 +280,6 @@ def evaluate_policy(cfg, state: dict, evaluation: int) -> float:
         rewards = workspace["env/cumulated_reward"][-1]
     return rewards.mean().item()
 
-
-def critic_of(algo):
-    """The critic that is plotted and whose bias is measured: DDPG's critic, TD3's first
-    critic (the one its actor follows); None if it has neither."""
-    critic = getattr(algo, "critic_1", None)
-    return critic if critic is not None else getattr(algo, "critic", None)
 
 
 def iter_replay_buffers(algo: EpochBasedAlgo) -> Iterator[ReplayBuffer]:

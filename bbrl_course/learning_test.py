@@ -110,7 +110,7 @@ def figure_png(curve: list[tuple[int, float]], threshold: float, best: float | N
 
 def display_output(curve, threshold: float, best: float | None) -> dict:
     """The figure as a notebook output (display_data), with the figures in its metadata for
-    the class report (``autograder/report.py``)."""
+    the class report (``autograder.reporting.report``)."""
     alt = "learning test: " + ", ".join(f"{s}: {v:.0f}" for s, v in curve[:20])
     return {
         "output_type": "display_data",

@@ -82,7 +82,7 @@ def plot_agent(algo, path, definition: int = 50):
 
     Uses ``algo.actor`` and ``critic_of(algo)`` (DDPG's critic, TD3's first critic).
     """
-    from .algo import critic_of
+    from .agents import critic_of
 
     actor = algo.actor
     critic = critic_of(algo)

@@ -40,7 +40,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import sample_class  # noqa: E402
-from autograder import course, grade, submission  # noqa: E402
+from autograder import course  # noqa: E402
+from autograder.course.release import ensure_released  # noqa: E402
+from autograder.grading import driver as grade, submission  # noqa: E402
 
 
 class _Done(Exception):
@@ -75,12 +77,12 @@ def nbgrader_alone(root: Path, student: str, assignment: str) -> float:
 
 def sandbox_overhead(base: Path, repeats: int, figures: dict) -> None:
     """Each assignment's solution, graded sandboxed and trusted, alternately."""
-    from autograder import sandbox
+    from autograder.isolation import sandbox
 
     root = base / "sandbox"
     for assignment in course.assignments():
         _write(root, f"solution-{assignment}", assignment)
-    grade.ensure_released(root, course.assignments())
+    ensure_released(root, course.assignments())
     seconds = {(mode, a): [] for mode in ("sandboxed", "trusted") for a in course.assignments()}
     for repeat in range(repeats):
         modes = [("sandboxed", sandbox.Limits()), ("trusted", None)]
@@ -130,7 +132,7 @@ def distribution(base: Path, size: int, figures: dict) -> None:
         chosen[student] = sample
         sample_class.write_sample(sample_class.Sample(student, sample.assignment, sample.why, sample.edits),
                                   root / "submitted")
-    grade.ensure_released(root, [sample_class.DDPG])
+    ensure_released(root, [sample_class.DDPG])
     maxima = sample_class.max_scores(sample_class.DDPG)
     seconds = {}
     for label, jobs, engine in (("Dask, 1 worker", 1, None), ("Dask, 2 workers", 2, None),
@@ -175,7 +177,7 @@ def main(argv=None) -> int:
         # 1. one TD3 submission: the course's grader, then nbgrader alone
         root = base / "one"
         _write(root, "student-1", "02-td3")
-        grade.ensure_released(root, course.assignments())
+        ensure_released(root, course.assignments())
         start = time.perf_counter()
         [result] = grade.grade(root, student="student-1", assignment="02-td3", jobs=1, log=lambda *a: None, force=True)
         ours = time.perf_counter() - start

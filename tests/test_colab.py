@@ -20,8 +20,8 @@ import nbformat
 import pytest
 
 import sample_class
-from autograder import setup_cell
-from autograder.run_notebooks import environ, execute_notebook
+from autograder.course import setup_cell
+from autograder.course.run_notebooks import environ, execute_notebook
 from conftest import REPO
 
 pytestmark = pytest.mark.colab

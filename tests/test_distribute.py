@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 import sample_class
-from autograder import grade as grading
+from autograder.grading import driver as grading
+from autograder.reporting.results import Result
 from conftest import REPO, cli
 
 DASK = str(REPO / ".venv" / "bin" / "dask")
@@ -37,7 +38,7 @@ def _course(folder: str, samples) -> object:
 
 
 def _results(root, name="results.json"):
-    return {r["student"]: grading.Result(**r) for r in json.loads((root / name).read_text())}
+    return {r["student"]: Result(**r) for r in json.loads((root / name).read_text())}
 
 
 def _expected(sample):
@@ -74,11 +75,11 @@ def cluster(tmp_path_factory):
 
 
 def _grading_processes(student):
-    """The worker's grading processes of ``student`` (python -m autograder.submission ... student ...)."""
+    """The worker's grading processes of ``student`` (python -m autograder.grading.submission ... student ...)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "autograder.submission" in cmdline and student in cmdline:
+        if "autograder.grading.submission" in cmdline and student in cmdline:
             found.append(process)
     return found
 
@@ -88,8 +89,8 @@ def _kill_worker_of(student, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for process in _grading_processes(student):
-            worker = process.parent()  # up past the worker's fork server (autograder/zygote.py)
-            while any("autograder.zygote" in part or "autograder.submission" in part for part in worker.cmdline()):
+            worker = process.parent()  # up past the worker's fork server (autograder.grading.zygote)
+            while any("autograder.grading.zygote" in part or "autograder.grading.submission" in part for part in worker.cmdline()):
                 worker = worker.parent()
             for child in worker.children(recursive=True):
                 child.kill()
@@ -195,7 +196,7 @@ def test_a_worker_with_another_version_of_the_grader_is_refused(monkeypatch):
     # such a cluster at once, and a worker that joins later refuses its first task
     from types import SimpleNamespace
 
-    from autograder import distribute, submission
+    from autograder.grading import distribute, submission
     from autograder.course import CourseError
 
     mine = submission.grader_version()

@@ -20,8 +20,9 @@ import pytest
 
 import browser
 import sample_class
-from autograder import grade as grading
-from autograder.reports import CSV_COLUMNS
+from autograder.grading import driver as grading
+from autograder.reporting.results import Result
+from autograder.reporting.tables import CSV_COLUMNS, table
 from conftest import REPO, cli
 
 SAMPLES = {sample.student: sample for sample in sample_class.SAMPLES}
@@ -38,7 +39,7 @@ def course_root():
 
 
 def _results(path):
-    return {(r.student, r.assignment): r for r in (grading.Result(**d) for d in json.loads(path.read_text()))}
+    return {(r.student, r.assignment): r for r in (Result(**d) for d in json.loads(path.read_text()))}
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +135,7 @@ def test_csv_has_a_column_per_test_and_a_row_per_student(graded, course_root):
 
 
 def test_table_lists_students_by_tests_with_the_reasons(graded):
-    text = grading.table(list(graded.values()), "01-ddpg")
+    text = table(list(graded.values()), "01-ddpg")
     assert "T1 critic_loss_is_a_scalar (1)" in text
     assert re.search(r"^bad-not-json\s+unreadable", text, re.M)
     assert "bad-kills-kernel: test_soft_update_value: the student's code ended its process" in " ".join(text.split())
@@ -255,7 +256,7 @@ def _loses(test, assignment):
 
 
 def test_report_counts_each_failure_status_and_learning_test_of_the_class(graded, course_root):
-    from autograder import report
+    from autograder.reporting import report
 
     for assignment in (sample_class.DDPG, sample_class.TD3, sample_class.EXPERIMENT):
         found = report.collect(course_root, assignment)
@@ -301,7 +302,7 @@ def test_report_is_one_offline_file_and_make_report_writes_it_again(graded, cour
 
 
 def test_report_escapes_what_a_student_wrote(tmp_path):
-    from autograder import report
+    from autograder.reporting import report
 
     root = tmp_path / "course"
     (root / "grades").mkdir(parents=True)
@@ -367,7 +368,7 @@ def test_the_submissions_whose_tests_train_are_handed_out_first():
     # so that the short ones fill the workers' last gaps
     import contextlib
 
-    from autograder.submission import FAILED
+    from autograder.reporting.results import FAILED
 
     root = REPO / "outputs" / "order course"
     shutil.rmtree(root, ignore_errors=True)

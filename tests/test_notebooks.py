@@ -18,9 +18,9 @@ from nbgrader.preprocessors import CheckCellMetadata, ClearOutput
 from nbgrader.validator import Validator
 from traitlets import List
 
-from autograder import course
-from autograder.preprocessors import CourseExecute
-from autograder.run_notebooks import INLINE_BACKEND, environ
+from autograder.course.config import load_config
+from autograder.course.preprocessors import CourseExecute
+from autograder.course.run_notebooks import INLINE_BACKEND, environ
 from conftest import REPO, SOLUTIONS
 
 SOLUTION_NOTEBOOKS = sorted(SOLUTIONS.glob("*.ipynb"))
@@ -77,7 +77,7 @@ def _validate(path: str, workdir: str) -> tuple[dict, str]:
     with environ(
         BBRL_COURSE_FAST=None, BBRL_COURSE_OUTPUTS=None, MPLBACKEND=INLINE_BACKEND, BBRL_COURSE_NOTEBOOKS=str(SOLUTIONS)
     ):
-        validator = _KeepingValidator(config=course.load_config())
+        validator = _KeepingValidator(config=load_config())
         results = validator.validate(str(Path(workdir) / Path(path).name))  # runs in workdir: outputs/ lands there
     return results, nbformat.writes(validator.executed)
 

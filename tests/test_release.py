@@ -11,8 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import course, setup_cell
-from autograder.run_notebooks import environ, execute_notebook
+from autograder import course
+from autograder.course import release, setup_cell
+from autograder.course.run_notebooks import environ, execute_notebook
 from conftest import REPO, SOLUTIONS
 
 NOTEBOOKS = REPO / "notebooks"
@@ -57,7 +58,7 @@ def fresh_release(tmp_path_factory):
     """make release, run into a temporary folder."""
     tmp = tmp_path_factory.mktemp("release")
     shutil.copy(REPO / "README.md", tmp / "README.md")
-    written = course.release(notebooks=tmp / "notebooks", readme=tmp / "README.md", root=tmp / "course")
+    written = release.release(notebooks=tmp / "notebooks", readme=tmp / "README.md", root=tmp / "course")
     return tmp, written
 
 
@@ -77,7 +78,7 @@ def test_notebooks_are_what_make_release_generates(fresh_release):
 
 def test_release_is_byte_identical_when_run_again(fresh_release, tmp_path):
     tmp, written = fresh_release
-    again = course.release(notebooks=tmp_path / "notebooks", readme=tmp / "README.md", root=tmp_path / "course")
+    again = release.release(notebooks=tmp_path / "notebooks", readme=tmp / "README.md", root=tmp_path / "course")
     for first, second in zip(written, again):
         assert first.read_bytes() == second.read_bytes()
 

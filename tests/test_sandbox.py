@@ -22,8 +22,8 @@ import pytest
 
 import hostile_class
 import sample_class
-from autograder import grade as grading
-from autograder.submission import TRUSTED_NOTE
+from autograder.grading.submission import TRUSTED_NOTE
+from autograder.reporting.results import Result
 from conftest import REPO, cli
 
 SANDBOXED, TRUSTED = "outputs/hostile course", "outputs/hostile course trusted"
@@ -98,7 +98,7 @@ def runs():
         for name, (course, _) in phase.items():
             out, err = processes[name].communicate(timeout=900)
             assert processes[name].returncode == 0, err[-3000:]
-            results = {d["student"]: grading.Result(**d)
+            results = {d["student"]: Result(**d)
                        for d in json.loads((course["root"] / "results.json").read_text())}
             graded[name] = {**course, "results": results, "connections": course["server"].connections, "stdout": out}
     yield graded
@@ -229,7 +229,7 @@ def test_the_runtime_is_mounted_over_the_private_tmp():
     # a virtual environment under /tmp (a clone in /tmp, in CI) must stay visible in the sandbox
     from pathlib import Path
 
-    from autograder import sandbox
+    from autograder.isolation import sandbox
 
     args = sandbox.command(["python"], Path("/submission"), Path("/ipc"), sandbox.Limits(), "bwrap")
     tmpfs = args.index("--tmpfs")

@@ -22,7 +22,7 @@ import re
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 #: (distribution, why): installed at requirements.txt's pin, and replaced when another
 #: version is installed (Colab's moviepy 1 lacks moviepy 2's API)
@@ -43,7 +43,7 @@ SETUP_ID = re.compile(r"-setup$")
 TEMPLATE = '''\
 # Set-up: installs what this notebook needs and is missing (in Colab, for instance),
 # pinned; does nothing when everything is there. The same cell is in every notebook
-# of the course (written by `make release` from autograder/setup_cell.py).
+# of the course (written by `make release` from autograder/course/setup_cell.py).
 import importlib.metadata
 import subprocess
 import sys

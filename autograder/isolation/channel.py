@@ -1,7 +1,7 @@
 """The student's side of grading: a plain Python process, in the sandbox, that runs the
 student's notebook (never its tests) and then answers the judge's requests over a pipe.
 
-The judge (``autograder/judge.py``, another process, where the student's code never
+The judge (``autograder.isolation.judge``, another process, where the student's code never
 runs) executes every test cell. When a test calls a function the student wrote, the
 call crosses to this process; what comes back is data (numbers, strings, tensors
 by value, containers of them) or a handle to an object that stays here (a TD3

@@ -243,7 +243,7 @@ class Watchdog(threading.Thread):
 class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel runs in the sandbox, reached over IPC sockets.
 
-    Configured by the grader (``autograder/course.py``): ``memory``, ``processes``,
+    Configured by the grader (``autograder.grading.submission``): ``memory``, ``processes``,
     ``file_size``, ``disk`` and ``cpu_seconds`` are the Limits.
     """
 
@@ -300,3 +300,14 @@ class SandboxKernelManager(AsyncKernelManager):
     _launch_kernel = _async_launch_kernel
     interrupt_kernel = _async_interrupt_kernel
     cleanup_resources = _async_cleanup_resources
+
+
+def kernel_settings(limits: Limits | None) -> dict | None:
+    """nbgrader's settings (by configurable class) that run the students' kernels in the
+    sandbox with ``limits``; None (no sandbox: the kernels are the grader's own processes)
+    for None. The bwrap binary is checked here, once per process."""
+    if limits is None:
+        return None
+    manager = {"bwrap": check_available(), **vars(limits)}
+    return {"CourseExecute": {"kernel_manager_class": f"{__name__}.SandboxKernelManager"},
+            "SandboxKernelManager": manager}

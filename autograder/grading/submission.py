@@ -2,8 +2,9 @@
 nbgrader with the course's configuration (the student's kernel in the sandbox), its hand
 grades kept, its feedback cleaned and written; the result as a ``Result``.
 
-The distribution of the work is ``autograder/grade.py``'s; the sandbox is
-``autograder/sandbox.py``'s; the tables and CSVs are ``autograder/reports.py``'s.
+The distribution of the work is ``autograder.grading.driver``'s and ``distribute``'s; the
+sandbox and the judge are ``autograder.isolation``'s; the tables and CSVs
+``autograder.reporting``'s.
 """
 
 from __future__ import annotations
@@ -13,74 +14,21 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from autograder import course, feedback, sandbox, zygote
-from autograder.preprocessors import KERNEL_DIED, TAMPERING, TIME_LIMIT
+from autograder import course
+from autograder.course.config import api, check
+from autograder.course.preprocessors import KERNEL_DIED, TAMPERING, TIME_LIMIT
+from autograder.grading import zygote
+from autograder.isolation import sandbox
+from autograder.reporting import feedback
+from autograder.reporting.results import FAILED, GRADED, MISNAMED, MISSING, UNREADABLE, Result
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-
-#: statuses of a submission
-GRADED = "graded"  # autograded (notes may say what went wrong in some cells)
-MISSING = "missing"  # no notebook
-MISNAMED = "misnamed"  # a notebook under another name
-UNREADABLE = "unreadable"  # not a valid notebook
-FAILED = "failed"  # nbgrader could not grade it (the reason is in the notes)
-
-
-@dataclass
-class Result:
-    student: str
-    assignment: str
-    status: str
-    scores: dict[str, float | None] = field(default_factory=dict)  # test -> points (None: manual)
-    max_scores: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    manual: list[str] = field(default_factory=list)  # answers graded by hand (not in the totals)
-
-    @property
-    def auto_score(self) -> float | None:
-        """The points of the autograded tests."""
-        if self.status != GRADED:
-            return None
-        return sum(v for k, v in self.scores.items() if k not in self.manual and v is not None)
-
-    @property
-    def auto_max(self) -> float | None:
-        if self.status != GRADED:
-            return None
-        return sum(m for k, m in self.max_scores.items() if k not in self.manual)
-
-    @property
-    def hand_score(self) -> float | None:
-        """The points of the answers graded by hand so far."""
-        if self.status != GRADED:
-            return None
-        return sum(v for k, v in self.scores.items() if k in self.manual and v is not None)
-
-    @property
-    def to_grade(self) -> list[str]:
-        """The cells that wait for a grade by hand (formgrader)."""
-        return [k for k, v in self.scores.items() if v is None]
-
-    @property
-    def total(self) -> float | None:
-        """Every point given so far: autograded, and graded by hand."""
-        if self.status != GRADED:
-            return None
-        return sum(v for v in self.scores.values() if v is not None)
-
-    @property
-    def total_max(self) -> float | None:
-        return None if self.status != GRADED else sum(self.max_scores.values())
-
+REPOSITORY = course.REPO
 
 def _relative(path: Path, root: Path) -> str:
     try:
@@ -232,16 +180,16 @@ TRUSTED_NOTE = "graded without a sandbox (--trusted): the student's code ran wit
 
 
 def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limits | None, verdicts: Path) -> int:
-    """Starts the judge (autograder/judge.py) on the submission's tests, apart from the
+    """Starts the judge (``autograder.isolation.judge``) on the submission's tests, apart from the
     student's code, in a process of its own forked from this one (its imports are done); it
     writes their verdicts. Returns its pid (``judge_failure`` says how it ended)."""
-    from autograder import judge
+    from autograder.isolation import judge
 
     source = root / "source" / assignment / f"{assignment}.ipynb"
     submission = root / "submitted" / student / assignment
 
     def judged():
-        zygote.title(f"python -m autograder.judge {submission}")
+        zygote.title(f"python -m autograder.isolation.judge {submission}")
         os.environ.update(NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
         os.chdir(REPOSITORY)
@@ -321,8 +269,8 @@ def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | Non
         # feedback; the test cells get the judge's verdicts once it has ended
         judge = start_judge(root, student, assignment, limits, verdicts_file)
         try:
-            api = course.api(root, sandbox=limits, verdicts=verdicts_file, judge_pid=judge)
-            outcome = api.autograde(assignment, student, force=True, create=True)
+            nbgrader = api(root, kernel=sandbox.kernel_settings(limits), verdicts=verdicts_file, judge_pid=judge)
+            outcome = nbgrader.autograde(assignment, student, force=True, create=True)
         finally:
             failure = judge_failure(judge, verdicts_file)
         print(f"graded in {time.perf_counter() - start:.1f} s (the judge and the kernel at once)")
@@ -351,11 +299,11 @@ def record(root: Path, student: str, assignment: str, outcome: dict, trusted: bo
     incoming = root / INCOMING / student / assignment
     shutil.rmtree(incoming, ignore_errors=True)
     _write_tree(incoming, outcome["files"])
-    api = course.api(root, record=True)
+    nbgrader = api(root, record=True)
     autograded = root / "autograded" / student / assignment / f"{assignment}.ipynb"
     graded_before = _solution_sources(autograded)  # what any hand grade was given on
     try:
-        recorded = api.autograde(assignment, student, force=True, create=True)
+        recorded = nbgrader.autograde(assignment, student, force=True, create=True)
     finally:
         shutil.rmtree(root / INCOMING / student, ignore_errors=True)
     if not recorded.get("success"):
@@ -364,10 +312,10 @@ def record(root: Path, student: str, assignment: str, outcome: dict, trusted: bo
             f"nbgrader could not record it: {(reason or ['no log'])[-1][:300]}"], seconds=seconds)
     graded = nbformat.read(str(autograded), as_version=4)
     notes += execution_notes(graded)
-    notes += keep_hand_grades(root, api, student, assignment, graded_before)
-    scores, max_scores, manual = _grades(root, api, student, assignment)
+    notes += keep_hand_grades(root, nbgrader, student, assignment, graded_before)
+    scores, max_scores, manual = _grades(root, nbgrader, student, assignment)
     notes += feedback.clean_autograded(root, student, assignment)
-    generated = api.generate_feedback(assignment, student, force=True)
+    generated = nbgrader.generate_feedback(assignment, student, force=True)
     if not generated.get("success"):
         notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
     return Result(student, assignment, GRADED, scores, max_scores, notes, seconds, manual)
@@ -376,10 +324,10 @@ def record(root: Path, student: str, assignment: str, outcome: dict, trusted: bo
 def recorded(root: Path, student: str, assignment: str, before: dict) -> Result:
     """The result of a submission graded before and unchanged since, from the gradebook (hand
     grades given since included: its feedback is then written again, with them)."""
-    api = course.api(root)
-    scores, max_scores, manual = _grades(root, api, student, assignment)
+    nbgrader = api(root)
+    scores, max_scores, manual = _grades(root, nbgrader, student, assignment)
     if scores != before.get("scores"):
-        generated = api.generate_feedback(assignment, student, force=True)
+        generated = nbgrader.generate_feedback(assignment, student, force=True)
         if not generated.get("success"):
             before["notes"] = [*before["notes"], f"feedback not written: {generated.get('error', '')[-300:]}"]
     return Result(student, assignment, GRADED, scores, max_scores, before["notes"], before["seconds"], manual)
@@ -389,8 +337,8 @@ def grader_version() -> str:
     """A digest of the grader's code and the course module: a change regrades everything."""
     digest = hashlib.sha256()
     for folder in (REPOSITORY / "autograder", REPOSITORY / "bbrl_course"):
-        for path in sorted(folder.glob("*.py")):
-            digest.update(path.name.encode() + path.read_bytes())
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -432,9 +380,9 @@ def course_files(root: Path, assignments: list[str], version: str | None = None)
         template = Path(tmp)
         for name in assignments:
             shutil.copytree(root / "source" / name, template / "source" / name)
-        api = course.api(template)
+        nbgrader = api(template)
         for name in assignments:
-            course._check(api.generate_assignment(name, force=True, create=True), f"nbgrader generate_assignment {name}")
+            check(nbgrader.generate_assignment(name, force=True, create=True), f"nbgrader generate_assignment {name}")
         files = {f"source/{k}": v for k, v in _read_tree(template / "source").items()}
         files.update({f"release/{k}": v for k, v in _read_tree(template / "release").items()})
         files["gradebook.db"] = (template / "gradebook.db").read_bytes()
@@ -454,7 +402,7 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
                    limits: sandbox.Limits | None) -> dict:
     """A worker's task: a course folder of its own (the course's files and the submission,
     sent by the driver), graded by a fresh process (nothing of a grading stays in the
-    worker), forked from this worker's fork server (``autograder/zygote.py``). Returns the
+    worker), forked from this worker's fork server (``autograder.grading.zygote``). Returns the
     outcome, with the grading's log. A worker whose grader is not the driver's raises
     VersionMismatch before grading."""
     check_version(common)
@@ -465,7 +413,7 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
         argv = [str(folder), student, assignment]
         argv += ["--trusted"] if limits is None else ["--limits", json.dumps(dataclasses.asdict(limits))]
         log_file = folder / "grading.log"
-        code = zygote.run(argv, log_file)
+        code = zygote.run("autograder.grading.submission", argv, log_file)
         log = log_file.read_text(errors="replace")[-200_000:] if log_file.exists() else ""
         answer = folder / "outcome.json"
         if code != 0 or not answer.exists():
@@ -489,10 +437,10 @@ def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits 
 
 
 def main(argv=None):
-    """``python -m autograder.submission FOLDER STUDENT ASSIGNMENT``: a worker's grading process."""
+    """``python -m autograder.grading.submission FOLDER STUDENT ASSIGNMENT``: a worker's grading process."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m autograder.submission")
+    parser = argparse.ArgumentParser(prog="python -m autograder.grading.submission")
     parser.add_argument("folder", type=Path)
     parser.add_argument("student")
     parser.add_argument("assignment")

@@ -1,6 +1,6 @@
 """Executes notebooks headlessly through a Jupyter kernel, as a student's "Run all" would.
 
-    python autograder/run_notebooks.py [--fast] [--outputs DIR] [--timeout S] NOTEBOOK...
+    python -m autograder.course.run_notebooks [--fast] [--outputs DIR] [--timeout S] NOTEBOOK...
 
 Each notebook runs in its own working directory under DIR (``outputs/executed``
 by default), so that its logs, plots and video land there; the executed copy is
@@ -22,7 +22,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"

@@ -7,7 +7,7 @@ import csv
 import textwrap
 from pathlib import Path
 
-from autograder.submission import GRADED, MISSING, Result
+from autograder.reporting.results import GRADED, MISSING, Result
 
 
 def _some(names: list[str], most: int = 12) -> str:

@@ -6,7 +6,7 @@ machine (no server to start); with ``scheduler="tcp://HOST:PORT"``, any Dask clu
 started by hand: see the README). Dask schedules, retries and shows its dashboard; this
 module only says what a task is and what a failure means for a grade:
 
-- each worker starts its fork server of grading processes (``autograder/zygote.py``) as
+- each worker starts its fork server of grading processes (``autograder.grading.zygote``) as
   soon as it joins, while the driver prepares the course's files;
 - a task is ``submission.work_in_folder``: the course's files and the submission go
   with it (the course's files once, as the result of a task of their own, which Dask
@@ -26,7 +26,8 @@ import logging
 import uuid
 from collections.abc import Iterator
 
-from autograder import sandbox, submission, zygote
+from autograder.grading import submission, zygote
+from autograder.isolation import sandbox
 
 #: deaths of a task's worker after which the task is failed (Dask's default is 3)
 ALLOWED_FAILURES = 1

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.reports import CSV_COLUMNS, TO_GRADE
+from autograder.reporting.tables import CSV_COLUMNS, TO_GRADE
 
 REPORT = "report.html"
 #: failure messages shown per test, most frequent first

@@ -8,7 +8,7 @@
   cells before are run again, the culprit cell gets an error output that names
   the reason, and grading goes on. nbgrader alone fails the whole submission.
 - ``JudgeVerdicts`` (autograding with ``make grade``) gives the test cells the outputs
-  of the judge (autograder/judge.py), where the tests ran apart from the student's code;
+  of the judge (autograder/isolation/judge.py), where the tests ran apart from the student's code;
   ``CourseExecute`` then does not run them in the student's kernel.
 - ``StderrToStdout`` moves what cells wrote to stderr (warnings, progress bars)
   to stdout: nbgrader gives 0 points to a graded cell with any stderr output.
@@ -57,7 +57,7 @@ class CourseExecute(Execute):
     slow_cells = List([], help="grade_ids of cells that get slow_timeout").tag(config=True)
     slow_timeout = Integer(180, help="time limit (s) of the slow cells").tag(config=True)
     max_restarts = Integer(5, help="kernel restarts per notebook before giving up").tag(config=True)
-    verdicts = Unicode("", help="the judge's verdicts (autograder/judge.py): when set, the test cells are "
+    verdicts = Unicode("", help="the judge's verdicts (autograder/isolation/judge.py): when set, the test cells are "
                                 "not run in the student's kernel; JudgeVerdicts writes their outputs").tag(config=True)
 
     def _get_timeout(self, cell):

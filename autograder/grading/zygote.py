@@ -12,7 +12,7 @@ Forking is safe here because the server never runs torch or starts a thread: it 
 and forks, nothing else. The student's code never runs in these processes (it runs in
 the sandbox, started anew for every submission).
 
-    python -m autograder.zygote      # the server: reads requests on stdin, one per line
+    python -m autograder.grading.zygote      # the server: reads requests on stdin, one per line
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import threading
 import traceback
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 #: what every grading imports (the grading process, the judge and the course's given cells)
 PRELOAD = ("torch", "bbrl", "bbrl_course", "bbrl_course.algo", "bbrl_course.checks", "matplotlib.pyplot",
-           "nbgrader.apps", "nbgrader.preprocessors", "autograder.submission", "autograder.judge")
+           "nbgrader.apps", "nbgrader.preprocessors", "autograder.grading.submission", "autograder.isolation.judge")
 
 
 class Zygote:
@@ -38,13 +38,13 @@ class Zygote:
     def __init__(self):
         env = dict(os.environ, MPLBACKEND="Agg")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
-        self.process = subprocess.Popen([sys.executable, "-m", "autograder.zygote"], stdin=subprocess.PIPE,
+        self.process = subprocess.Popen([sys.executable, "-m", "autograder.grading.zygote"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, env=env, cwd=str(REPOSITORY))
 
-    def run(self, argv: list[str], log: Path) -> int:
-        """``python -m autograder.submission ARGV`` in a forked child, its output in ``log``;
-        its exit code."""
-        self.process.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
+    def run(self, module: str, argv: list[str], log: Path) -> int:
+        """``python -m MODULE ARGV`` (its ``main(argv)``) in a forked child, its output in
+        ``log``; its exit code."""
+        self.process.stdin.write(json.dumps({"module": module, "argv": argv, "log": str(log)}) + "\n")
         self.process.stdin.flush()
         answer = self.process.stdout.readline()
         if not answer:
@@ -64,14 +64,14 @@ def prestart():
             _idle.append(Zygote())
 
 
-def run(argv: list[str], log: Path) -> int:
-    """Grades with an idle server of this process (started if there is none, or if it died);
+def run(module: str, argv: list[str], log: Path) -> int:
+    """``python -m MODULE ARGV`` (the grading of a submission) with an idle server of this process (started if there is none, or if it died);
     one request at a time per server."""
     with _lock:
         alive = [server for server in _idle if server.process.poll() is None]
         server = alive.pop() if alive else Zygote()
         _idle[:] = alive
-    code = server.run(argv, log)  # a server that died raises: it is not used again
+    code = server.run(module, argv, log)  # a server that died raises: it is not used again
     with _lock:
         _idle.append(server)
     return code
@@ -126,11 +126,10 @@ def title(text: str):
     setproctitle(text)
 
 
-def _grade(argv: list[str]):
-    from autograder import submission
-
-    title("python -m autograder.submission " + " ".join(argv))
-    submission.main(argv)
+def _main_of(module: str, argv: list[str]):
+    """``python -m MODULE ARGV``, in a forked child (the module is among those preloaded)."""
+    title(f"python -m {module} " + " ".join(argv))
+    importlib.import_module(module).main(argv)
 
 
 def main():
@@ -140,7 +139,7 @@ def main():
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _child(lambda: _grade(request["argv"]), Path(request["log"]))
+            _child(lambda: _main_of(request["module"], request["argv"]), Path(request["log"]))
         _, status = os.waitpid(pid, 0)
         sys.stdout.write(json.dumps({"status": os.waitstatus_to_exitcode(status)}) + "\n")
         sys.stdout.flush()

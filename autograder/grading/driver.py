@@ -1,23 +1,13 @@
-"""Grades the class: every submission in nbgrader's layout, or one student's.
+"""The driver: grades the class, every submission in nbgrader's layout or one student's
+(``python -m autograder grade``, whose command line is ``autograder.cli``'s).
 
-    python -m autograder grade [--student ID] [--assignment NAME] [--root DIR] [--jobs N]
-
-Submissions are read from ``DIR/submitted/<student>/<assignment>/<assignment>.ipynb``
-(``DIR`` is autograder/ by default). Each one is checked first (missing, misnamed,
-not a notebook), then autograded by nbgrader with the course's configuration
-(cells over their time limit or that kill the kernel score 0 and grading goes
-on), and its feedback written to ``DIR/feedback/<student>/<assignment>/``.
-
-Prints a table of students by tests per assignment and writes
-``DIR/grades/<assignment>.csv`` (a column per test, the status and the notes)
-and ``DIR/grades/summary.csv``. A problem with one submission is reported on
-its row, with its reason, and never stops the others.
-
-This module is the command line and the driver: it finds the work, skips what was
-graded and has not changed since, and records each result as it comes back (it alone
-writes the course folder). The distribution on Dask is ``autograder/distribute.py``'s,
-the grading of one submission ``autograder/submission.py``'s, the tables and CSVs
-``autograder/reports.py``'s, the sandbox ``autograder/sandbox.py``'s.
+Submissions are read from ``ROOT/submitted/<student>/<assignment>/<assignment>.ipynb``.
+Each one is checked first (missing, misnamed, not a notebook), then graded on Dask
+(``autograder.grading.distribute``), one submission by ``autograder.grading.submission``.
+The driver finds the work, skips what was graded and has not changed since, and records
+each result as it comes back: it alone writes the course folder (the gradebook,
+autograded/, feedback/, grades/ and logs/). The tables and CSVs are
+``autograder.reporting``'s, the sandbox ``autograder.isolation``'s.
 """
 
 from __future__ import annotations
@@ -27,20 +17,16 @@ import difflib
 import hashlib
 import json
 import os
-import shlex
 import sys
 import threading
-from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
 
-from autograder import course, sandbox
-from autograder.reports import _some, table, write_reports
-from autograder.submission import (
-    FAILED,
-    GRADED,
-    Result,
+from autograder import course
+from autograder.course import course_root, shown
+from autograder.course.release import ensure_released
+from autograder.grading.submission import (
     check_submission,
     course_files,
     grader_version,
@@ -48,6 +34,9 @@ from autograder.submission import (
     recorded,
     submission_files,
 )
+from autograder.isolation import sandbox
+from autograder.reporting.results import FAILED, GRADED, Result
+from autograder.reporting.tables import _some, write_reports
 
 
 @contextlib.contextmanager
@@ -117,45 +106,13 @@ def students(root: Path) -> list[str]:
     return sorted(p.name for p in submitted.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def course_root(path: str | Path) -> Path:
-    """The course folder an instructor typed (relative, with ~, with spaces), as an absolute path."""
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        raise course.CourseError(
-            f"no course folder {path} ({root} does not exist): give --root the folder that holds submitted/"
-        )
-    return root
-
-
-def ensure_released(root: Path, assignments: list[str]) -> None:
-    """The assignments in the gradebook (generated from solutions/ if they are not yet), and
-    the course folder's nbgrader_config.py, so that nbgrader's own commands run there
-    (formgrader, nbgrader generate_feedback) use the course's configuration."""
-    from nbgrader.api import Gradebook, MissingEntry
-
-    course.write_course_config(root)
-    api = course.api(root)
-    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
-        known = set()
-        for name in assignments:
-            try:
-                gradebook.find_assignment(name)
-                known.add(name)
-            except MissingEntry:
-                pass
-    if set(assignments) - known or not (root / "release").is_dir():
-        course.prepare_source(root)
-        for name in assignments:
-            course._check(api.generate_assignment(name, force=True, create=True), f"nbgrader generate_assignment {name}")
-
-
 def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment: str | None = None,
           jobs: int = 2, log=print, progress: bool = False, limits: sandbox.Limits | None = sandbox.Limits(),
           scheduler: str | None = None, force: bool = False, engine=None) -> list[Result]:
     """Grades the submissions (all, or one student's, or one assignment's); returns the results.
 
     Submissions that cannot be graded (missing, misnamed, unreadable) are found here at
-    once; the others are graded on Dask (``autograder/distribute.py``): a LocalCluster of
+    once; the others are graded on Dask (``autograder.grading.distribute``): a LocalCluster of
     ``jobs`` workers, or the cluster at ``scheduler``. This process alone writes the course
     folder (gradebook, autograded/, feedback/, grades/, logs/), as each result comes back.
     A submission graded before, unchanged since (its files, its tests, the grader) is not
@@ -164,7 +121,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     a machine where no sandbox can start is a CourseError. ``engine`` replaces Dask
     (``distribute.engine``) by another (the benchmark's process pool).
     """
-    from autograder import distribute
+    from autograder.grading import distribute
 
     root = course_root(root)
     if limits is not None:
@@ -181,7 +138,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
             close = difflib.get_close_matches(student, who, n=3)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise course.CourseError(
-                f"no folder {_shown(root / 'submitted' / student)}: {hint}"
+                f"no folder {shown(root / 'submitted' / student)}: {hint}"
                 f"the {len(who)} students are {_some(who) or 'none'}"
             )
         who = [student]
@@ -261,7 +218,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
 def _reports(root: Path, results: list[Result], log) -> None:
     """The CSVs, then the class report (grades/report.html); a report that cannot be drawn
     is said, never a lost grade."""
-    from autograder import report
+    from autograder.reporting import report
 
     write_reports(root, results)
     try:
@@ -290,57 +247,3 @@ def _deferred_interrupt():
             raise KeyboardInterrupt
 
 
-def _shown(path: Path) -> str:
-    """A path as the instructor typed it: relative to the working directory when inside it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m autograder grade", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--student")
-    parser.add_argument("--assignment")
-    parser.add_argument("--root", default=str(course.AUTOGRADER), help="the course folder (autograder/)")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="submissions graded at once")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    parser.add_argument("--trusted", action="store_true",
-                        help="grade WITHOUT a sandbox: only for code you trust (every row says so)")
-    parser.add_argument("--memory", type=float, default=sandbox.Limits.memory / sandbox.GB,
-                        help="the sandbox's memory limit, in GB (default %(default)g)")
-    parser.add_argument("--cpu-seconds", type=int, default=sandbox.Limits.cpu_seconds,
-                        help="CPU seconds of a submission's kernel (default %(default)s)")
-    parser.add_argument("--scheduler", default=os.environ.get("SCHEDULER") or None,
-                        help="a Dask cluster's scheduler, tcp://HOST:PORT (default: a local cluster of --jobs workers)")
-    parser.add_argument("--force", action="store_true",
-                        help="grade every submission again, even those unchanged since they were graded")
-    args = parser.parse_args(argv)
-    limits = None if args.trusted else sandbox.Limits(memory=int(args.memory * sandbox.GB), cpu_seconds=args.cpu_seconds)
-    try:
-        root = course_root(args.root)
-        results = grade(root, args.student, args.assignment, args.jobs, progress=True, limits=limits,
-                        scheduler=args.scheduler, force=args.force)
-    except course.CourseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print()
-    for assignment in sorted({r.assignment for r in results}):
-        print(table(results, assignment))
-        print()
-    graded = [r for r in results if r.status == GRADED]
-    waiting = sum(len(r.to_grade) for r in graded)
-    print(f"grades:   {_shown(root / 'grades')}/ (a CSV per assignment, and summary.csv)")
-    print(f"feedback: {_shown(root / 'feedback')}/<student>/<assignment>/")
-    print(f"logs:     {_shown(root / 'logs')}/")
-    if (root / "grades" / "report.html").exists():
-        print(f"report:   {_shown(root / 'grades' / 'report.html')} (open it in a browser; make report writes it again)")
-    if waiting:
-        print(f"{waiting} answers of {len({r.student for r in graded})} students wait for a grade by hand: "
-              f"make formgrader{'' if root == course.AUTOGRADER else ' ROOT=' + shlex.quote(_shown(root))}")
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
-    return 0

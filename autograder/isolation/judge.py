@@ -3,7 +3,7 @@ runs, and writes their verdicts.
 
 Two processes grade one submission:
 
-- the **student's process** (``autograder/channel.py``, in the sandbox) runs the
+- the **student's process** (``autograder.isolation.channel``, in the sandbox) runs the
   notebook's cells (the student's solution cells and the given cells, in the student's
   order), never a test cell, and then answers requests;
 - the **judge** (this module, outside the sandbox) runs the instructor's test cells,
@@ -31,7 +31,7 @@ What the student's process changes that no honest notebook changes (a comparison
 function, a course helper, IPython's hooks, a trace function) is also noted; the tests
 during which it was in place score 0, with a note ``tampering suspected: ...``.
 
-    python -m autograder.judge SOURCE.ipynb SUBMISSION_FOLDER VERDICTS.json [--trusted]
+    python -m autograder.isolation.judge SOURCE.ipynb SUBMISSION_FOLDER VERDICTS.json [--trusted]
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ from pathlib import Path
 
 import nbformat
 
-from autograder import channel, sandbox
-from autograder.preprocessors import HIDDEN, KERNEL_DIED, TAMPERING, TIME_LIMIT, is_test
+from autograder.isolation import channel, sandbox
+from autograder.course.preprocessors import HIDDEN, KERNEL_DIED, TAMPERING, TIME_LIMIT, is_test
 
 CHANNEL_INSIDE = f"{sandbox.SANDBOX}/lib/channel.py"
 
@@ -571,7 +571,7 @@ def student_cells(source_nb, submitted_nb) -> list[list[str]]:
     """What the student's process runs: the student's notebook in its order, without its test
     cells, the cells the grader skips (tag ``run``) and the set-up cell, with the release's
     version of every locked cell (as nbgrader does)."""
-    from autograder.setup_cell import is_setup_cell
+    from autograder.course.setup_cell import is_setup_cell
 
     source = {_meta(c).get("grade_id"): c for c in source_nb.cells if _meta(c).get("grade_id")}
     cells = []
@@ -617,7 +617,7 @@ def definitions_only(source: str) -> str:
 def judge_cells(source_nb) -> list[tuple[str, str, bool]]:
     """What the judge runs, in the source's order: the given cells (not the student's, not the
     set-up, not those tagged ``run``) and every test cell. (label, source, is_test)."""
-    from autograder.setup_cell import is_setup_cell
+    from autograder.course.setup_cell import is_setup_cell
 
     cells = []
     for cell in source_nb.cells:
@@ -662,7 +662,7 @@ def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: 
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m autograder.judge", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m autograder.isolation.judge", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="the instructor's notebook (with the hidden tests)")
     parser.add_argument("submission", type=Path, help="the folder of the student's notebook")
     parser.add_argument("verdicts", type=Path, help="where to write the verdicts (JSON)")

@@ -1,0 +1,156 @@
+"""The course kit's command line: ``python -m autograder COMMAND``.
+
+Each command has its own ``--help``. The course folder (``--root``) is the folder that
+holds ``submitted/<student>/<assignment>/``; by default the repository's ``autograder/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from autograder.course import AUTOGRADER, REPO, CourseError, assignments, course_root, shown
+
+COMMANDS = {
+    "release": "write the student notebooks (notebooks/) and the README's Colab links from solutions/",
+    "handout": "write the solutions without their hidden tests (outputs/handout/), for after the deadline",
+    "grade": "grade the class's submissions: tables on screen, CSVs in grades/, feedback in feedback/",
+    "report": "write the class report (grades/report.html) again from the last grading, without grading",
+    "formgrader": "start JupyterLab with nbgrader's formgrader on 127.0.0.1, to grade answers by hand",
+}
+
+GRADE_EPILOG = """\
+Submissions are read from ROOT/submitted/<student>/<assignment>/<assignment>.ipynb. Each
+is checked first (missing, misnamed, not a notebook), then graded: the student's code in
+a sandbox, the tests in a separate judge. A problem with one submission is reported on
+its row with its reason and never stops the others. A submission unchanged since it was
+graded keeps its grades (--force grades it again).
+
+Writes ROOT/grades/<assignment>.csv, ROOT/grades/summary.csv, the class report
+ROOT/grades/report.html, the feedback in ROOT/feedback/<student>/<assignment>/ and a log
+per submission in ROOT/logs/.
+
+examples:
+  python -m autograder grade                                  every student, every assignment
+  python -m autograder grade --student alice --assignment 02-td3
+  python -m autograder grade --root "~/courses/rl 2026"
+  python -m autograder grade --scheduler tcp://10.0.0.5:8786  on a Dask cluster
+"""
+
+
+def _root_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default=str(AUTOGRADER),
+                        help="the course folder, which holds submitted/ (default: the repository's autograder/)")
+
+
+def parser() -> argparse.ArgumentParser:
+    from autograder.isolation import sandbox
+
+    main = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = main.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, summary in COMMANDS.items():
+        commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+    grade = commands.choices["grade"]
+    grade.epilog, grade.formatter_class = GRADE_EPILOG, argparse.RawDescriptionHelpFormatter
+    grade.add_argument("--student", help="grade only this student (a folder of submitted/)")
+    grade.add_argument("--assignment", help="grade only this assignment (01-ddpg, 02-td3, 03-experiment)")
+    _root_argument(grade)
+    grade.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                       help="submissions graded at once on this machine (default %(default)s)")
+    grade.add_argument("--scheduler", default=os.environ.get("SCHEDULER") or None,
+                       help="a Dask cluster's scheduler, tcp://HOST:PORT (default: a local cluster of --jobs workers)")
+    grade.add_argument("--force", action="store_true",
+                       help="grade every submission again, even those unchanged since they were graded")
+    grade.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    grade.add_argument("--trusted", action="store_true",
+                       help="grade WITHOUT a sandbox: only for code you trust (every row says so)")
+    grade.add_argument("--memory", type=float, default=sandbox.Limits.memory / sandbox.GB,
+                       help="the sandbox's memory limit, in GB (default %(default)g)")
+    grade.add_argument("--cpu-seconds", type=int, default=sandbox.Limits.cpu_seconds,
+                       help="CPU seconds of a submission's kernel (default %(default)s)")
+    _root_argument(commands.choices["report"])
+    formgrader = commands.choices["formgrader"]
+    _root_argument(formgrader)
+    formgrader.add_argument("--port", type=int, default=8888, help="the port on 127.0.0.1 (default %(default)s)")
+    return main
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return {"release": release, "handout": handout, "grade": grade, "report": report,
+                "formgrader": formgrader}[args.command](args)
+    except CourseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def release(args) -> int:
+    from autograder.course.release import release as write_release, update_solution_setup_cells
+
+    for path in update_solution_setup_cells():
+        print(f"wrote the set-up cell of {path.relative_to(REPO)}")
+    for path in write_release():
+        print(f"wrote {path.relative_to(REPO)}")
+    print("wrote the Colab links of README.md")
+    return 0
+
+
+def handout(args) -> int:
+    from autograder.course.release import handout as write_handout
+
+    for path in write_handout():
+        print(f"wrote {path.relative_to(REPO)}")
+    return 0
+
+
+def formgrader(args) -> int:
+    from autograder.course.formgrader import formgrader as start
+
+    return start(Path(args.root), args.port)
+
+
+def report(args) -> int:
+    from autograder.reporting import report as class_report
+
+    root = course_root(args.root)
+    path = class_report.write(root, assignments())
+    if path is None:
+        raise CourseError(f"nothing graded in {shown(root)}: no grades/<assignment>.csv (run make grade first)")
+    print(f"wrote {shown(path)}")
+    return 0
+
+
+def grade(args) -> int:
+    from autograder.grading.driver import grade as grade_class
+    from autograder.isolation import sandbox
+    from autograder.reporting.results import GRADED
+    from autograder.reporting.tables import table
+
+    limits = None if args.trusted else sandbox.Limits(memory=int(args.memory * sandbox.GB), cpu_seconds=args.cpu_seconds)
+    root = course_root(args.root)
+    results = grade_class(root, args.student, args.assignment, args.jobs, progress=True, limits=limits,
+                          scheduler=args.scheduler, force=args.force)
+    print()
+    for assignment in sorted({r.assignment for r in results}):
+        print(table(results, assignment))
+        print()
+    graded = [r for r in results if r.status == GRADED]
+    waiting = sum(len(r.to_grade) for r in graded)
+    print(f"grades:   {shown(root / 'grades')}/ (a CSV per assignment, and summary.csv)")
+    print(f"feedback: {shown(root / 'feedback')}/<student>/<assignment>/")
+    print(f"logs:     {shown(root / 'logs')}/")
+    if (root / "grades" / "report.html").exists():
+        print(f"report:   {shown(root / 'grades' / 'report.html')} (open it in a browser; make report writes it again)")
+    if waiting:
+        print(f"{waiting} answers of {len({r.student for r in graded})} students wait for a grade by hand: "
+              f"make formgrader{'' if root == AUTOGRADER else ' ROOT=' + shlex.quote(shown(root))}")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    return 0

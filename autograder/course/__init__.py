@@ -1,0 +1,77 @@
+"""The course: where its files are, its assignments, and the errors an instructor fixes.
+
+The course's layers, from the bottom (no module imports one above it):
+
+- ``autograder.course``: the course itself: its paths and assignments (here), nbgrader's
+  configuration and API (``config``), the notebooks' set-up cell (``setup_cell``), the
+  release and hand-out (``release``), nbgrader's preprocessors (``preprocessors``),
+  formgrader (``formgrader``), headless execution of notebooks (``run_notebooks``);
+- ``autograder.isolation``: the student's code apart from the verdicts: the sandbox,
+  the student's process (``channel``) and the judge;
+- ``autograder.reporting``: what grading leaves for people: the results, the tables and
+  CSVs, the class report, the feedback's last check;
+- ``autograder.grading``: grading a class: the driver, one submission, Dask, the fork server;
+- ``autograder.cli``: the command line, ``python -m autograder``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+AUTOGRADER = REPO / "autograder"
+SOLUTIONS = REPO / "solutions"
+NOTEBOOKS = REPO / "notebooks"
+README = REPO / "README.md"
+HANDOUT = REPO / "outputs" / "handout"
+
+BADGE_CELL_ID = "open-in-colab"
+
+
+class CourseError(Exception):
+    """A problem an instructor must fix; the message says what and where."""
+
+
+def assignments() -> list[str]:
+    """The assignments: one per solution notebook, named after it (01-ddpg, 02-td3)."""
+    names = sorted(p.stem for p in SOLUTIONS.glob("*.ipynb"))
+    if not names:
+        raise CourseError(f"no notebook in {SOLUTIONS}: the solution notebooks are the course's source")
+    return names
+
+
+def repository_url() -> str:
+    """The course's repository, from pyproject.toml: the one place where it is set."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    try:
+        url = project["urls"]["Repository"].rstrip("/")
+    except KeyError:
+        raise CourseError("pyproject.toml has no [project.urls] Repository = \"https://github.com/OWNER/NAME\"") from None
+    if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
+        raise CourseError(f"pyproject.toml: Repository = {url!r} is not https://github.com/OWNER/NAME")
+    return url
+
+
+def colab_url(notebook_name: str, branch: str = "main") -> str:
+    path = repository_url().removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{notebook_name}"
+
+
+def course_root(path: str | Path) -> Path:
+    """The course folder an instructor typed (relative, with ~, with spaces), as an absolute path."""
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise CourseError(
+            f"no course folder {path} ({root} does not exist): give --root the folder that holds submitted/"
+        )
+    return root
+
+
+def shown(path: Path) -> str:
+    """A path as the instructor typed it: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

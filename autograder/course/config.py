@@ -1,0 +1,103 @@
+"""nbgrader's configuration and API for the course (nbgrader's ``NbGraderAPI`` reads no
+configuration unless it is given one), and the course folder's own ``nbgrader_config.py``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from autograder.course import AUTOGRADER, CourseError
+
+
+def load_config():
+    """nbgrader's configuration, from autograder/nbgrader_config.py; an error in it stops here."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    path = AUTOGRADER / "nbgrader_config.py"
+    try:
+        return PyFileConfigLoader(path.name, path=str(AUTOGRADER)).load_config()
+    except Exception as error:
+        raise CourseError(f"{path} raised {type(error).__name__}: {error}. Fix it: nbgrader would ignore it.") from error
+
+
+def api(root: Path | None = None, kernel: dict | None = None, verdicts: Path | None = None, record: bool = False,
+        judge_pid: int = 0):
+    """An NbGraderAPI that reads the course's configuration (it does not by itself).
+
+    ``root`` replaces the course folder (autograder/) and its gradebook. ``kernel``, the
+    settings of the students' kernels (``autograder.isolation.sandbox.kernel_settings``: a
+    sandboxed kernel manager and its limits), by configurable class; None runs them as the
+    grader's own processes. ``verdicts``, the judge's (``autograder.isolation.judge``), gives the test cells their outputs: the kernel
+    then runs the student's cells only; ``judge_pid``, the judge still running as a child of
+    this process, is waited for before they are read. ``record`` records what a worker graded (the
+    notebook it executed, in .incoming/<student>/<assignment>/): nothing is executed.
+    """
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    # nbgrader runs the `alembic` command of its environment: make sure it is on PATH
+    # even when this environment's python was called by its full path
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    config = load_config()
+    if root is not None:
+        # absolute: nbgrader changes directory, and the gradebook's URL must still hold
+        root = Path(root).expanduser().resolve()
+        config.CourseDirectory.root = str(root)
+        config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
+    for section, values in (kernel or {}).items():
+        for name, value in values.items():
+            setattr(config[section], name, value)
+    if record:
+        from nbgrader.preprocessors import (
+            AssignLatePenalties,
+            CheckCellMetadata,
+            DeduplicateIds,
+            OverwriteCells,
+            OverwriteKernelspec,
+            SaveAutoGrades,
+        )
+
+        config.CourseDirectory.submitted_directory = ".incoming"
+        # nbgrader's sanitizing, without ClearOutput: the outputs are the worker's
+        config.Autograde.sanitize_preprocessors = [DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
+        config.Autograde.autograde_preprocessors = [SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    if verdicts is not None:
+        config.CourseExecute.verdicts = config.JudgeVerdicts.verdicts = str(Path(verdicts).resolve())
+        config.JudgeVerdicts.judge_pid = judge_pid
+    return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+
+COURSE_CONFIG = """\
+# Written by the course kit (python -m autograder): nbgrader's own commands run from this
+# folder (formgrader, nbgrader generate_feedback, ...) use the course's configuration,
+# with this folder as the course and its gradebook. Without it, nbgrader's defaults
+# would show the hidden tests in the feedback.
+c = get_config()  # noqa: F821
+load_subconfig({config!r})  # noqa: F821
+c.CourseDirectory.root = {root!r}
+c.CourseDirectory.db_url = {db_url!r}
+c.Exchange.root = {exchange!r}
+"""
+
+
+def write_course_config(root: Path) -> Path:
+    """root/nbgrader_config.py, which loads the course's configuration (autograder/'s own
+    folder has it already)."""
+    root = Path(root).expanduser().resolve()
+    path = root / "nbgrader_config.py"
+    if root == AUTOGRADER.resolve():
+        return path
+    text = COURSE_CONFIG.format(config=str(AUTOGRADER / "nbgrader_config.py"), root=str(root),
+                                db_url=f"sqlite:///{root / 'gradebook.db'}", exchange=str(root / "exchange"))
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def check(result: dict, what: str):
+    """A CourseError with nbgrader's log when an API call failed."""
+    if not result.get("success"):
+        raise CourseError(f"{what} failed:\n{result.get('log', '')}\n{result.get('error', '')}")

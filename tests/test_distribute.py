@@ -21,7 +21,6 @@ from autograder.grading import driver as grading
 from autograder.reporting.results import Result
 from conftest import REPO, cli
 
-DASK = str(REPO / ".venv" / "bin" / "dask")
 SOLUTION = next(s for s in sample_class.SAMPLES if s.student == "ddpg-solution")
 WRONG_SIGN = next(s for s in sample_class.SAMPLES if s.student == "bug-actor-sign")
 #: correct, but slow: 6 s at the top of a cell (in the kernel, and in the student's process)
@@ -45,29 +44,55 @@ def _expected(sample):
     return sample_class.expected_scores(sample, sample_class.max_scores("01-ddpg"))
 
 
+def readme_cluster_commands() -> tuple[str, str]:
+    """The README's commands that start a scheduler and its workers by hand, as written."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("Start a cluster by hand"):]
+    block = block[block.index("```sh"):]
+    block = block[:block.index("```", 5)]
+    lines = [line for line in block.splitlines() if "dask " in line and not line.startswith("#")]
+    scheduler = next(line for line in lines if "dask scheduler" in line)
+    worker = next(line for line in lines if "dask worker" in line)
+    return scheduler, worker
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A scheduler and two workers (each with its nanny, which restarts a killed worker)."""
+    """A scheduler and two workers (each with its nanny, which restarts a killed worker),
+    started with the README's commands as an instructor types them: by a shell, from a
+    folder outside the repository, with no PYTHONPATH; only the places the README leaves to
+    the instructor are filled in (where the course is, the port, the scheduler's host, the
+    number of workers)."""
     folder = tmp_path_factory.mktemp("dask")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
-    file = folder / "scheduler.json"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HOME"] = str(folder)  # the README's ~/ddpg-td3 is the course's repository
+    (folder / "ddpg-td3").symlink_to(REPO)
+    port = _free_port()
+    scheduler, worker = (line.replace("8786", str(port)).replace("tcp://SCHEDULER:", "tcp://127.0.0.1:")
+                         .replace("--nworkers 8", "--nworkers 2") for line in readme_cluster_commands())
     log = open(folder / "cluster.log", "w")
-    processes = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                   "--scheduler-file", str(file)], cwd=folder, env=env, stdout=log, stderr=log,
-                                  start_new_session=True)]
-    for _ in range(100):
-        if file.exists() and file.read_text().strip():
-            break
-        time.sleep(0.2)
-    address = json.loads(file.read_text())["address"]
-    for name in ("w1", "w2"):
-        processes.append(subprocess.Popen(
-            [DASK, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--memory-limit", "0",
-             "--name", name], cwd=folder, env=env, stdout=log, stderr=log, start_new_session=True))
+    processes = [subprocess.Popen(["bash", "-c", command], cwd=folder, env=env, stdout=log, stderr=log,
+                                  start_new_session=True) for command in (scheduler, worker)]
+    address = f"tcp://127.0.0.1:{port}"
     from distributed import Client
 
-    with Client(address, timeout="30s") as client:
-        client.wait_for_workers(2, timeout=60)
+    for _ in range(150):
+        try:
+            with Client(address, timeout="2s") as client:
+                client.wait_for_workers(2, timeout=60)
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        raise AssertionError((folder / "cluster.log").read_text()[-3000:])
     yield address
     for process in processes:
         os.killpg(process.pid, signal.SIGKILL)
@@ -200,11 +225,81 @@ def test_a_worker_with_another_version_of_the_grader_is_refused(monkeypatch):
     from autograder.course import CourseError
 
     mine = submission.grader_version()
-    cluster = SimpleNamespace(run=lambda f: {"tcp://10.0.0.1:1": mine, "tcp://10.0.0.2:2": "0" * 64})
+    def cluster(workers, scheduler=mine):
+        return SimpleNamespace(run=lambda f, on_error="raise": workers, run_on_scheduler=lambda f: scheduler)
+
     with pytest.raises(CourseError, match=r"1 Dask worker\(s\) run another version .*tcp://10.0.0.2:2"):
-        distribute.check_workers(cluster)
-    distribute.check_workers(SimpleNamespace(run=lambda f: {"tcp://10.0.0.1:1": mine}))
+        distribute.check_workers(cluster({"tcp://10.0.0.1:1": mine, "tcp://10.0.0.2:2": "0" * 64}))
+    with pytest.raises(CourseError, match=r"^the Dask scheduler runs another version of the grader"):
+        distribute.check_workers(cluster({"tcp://10.0.0.1:1": mine}, scheduler="0" * 64))
+    missing = ModuleNotFoundError("No module named 'autograder'")
+    with pytest.raises(CourseError, match=r"1 Dask worker\(s\) cannot import the grader \(ModuleNotFoundError: No "
+                                          r"module named 'autograder'\): tcp://10.0.0.2:2; start every scheduler"):
+        distribute.check_workers(cluster({"tcp://10.0.0.1:1": mine, "tcp://10.0.0.2:2": missing}))
+    distribute.check_workers(cluster({"tcp://10.0.0.1:1": mine}))
 
     submission.check_version({submission.GRADER_VERSION: mine.encode()})
     with pytest.raises(submission.VersionMismatch, match="start the workers from the driver's commit"):
         submission.work_in_folder({submission.GRADER_VERSION: b"0" * 64}, "s", "01-ddpg", {}, None)
+
+
+#: a Dask process started from an environment without the grader: the course's Python with
+#: its editable install of autograder and bbrl_course hidden
+WITHOUT_GRADER = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+                  "sys.argv = ['dask'] + sys.argv[1:]; from distributed.cli.dask_{0} import main; main()")
+
+
+def _start(kind: str, args: list[str], folder, grader: bool):
+    command = ([str(REPO / ".venv" / "bin" / "dask"), kind] if grader
+               else [sys.executable, "-c", WITHOUT_GRADER.format(kind)])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.Popen(command + args, cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.mark.parametrize("missing", ["scheduler", "worker"])
+def test_a_cluster_that_cannot_import_the_grader_gets_one_line_before_any_submission(tmp_path, missing):
+    # the instructor forgot the course's environment on the scheduler, or on a worker: one
+    # line says which process and what to do, before any submission is sent
+    from distributed import Client
+
+    root = _course("outputs/test-distribute-missing", [SOLUTION])
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    processes = [_start("scheduler", ["--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], tmp_path,
+                        grader=missing != "scheduler")]
+    try:
+        processes.append(_start("worker", [address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                                           "--memory-limit", "0"], tmp_path, grader=missing != "worker"))
+        for _ in range(150):
+            try:
+                with Client(address, timeout="2s") as client:
+                    client.wait_for_workers(1, timeout=60)
+                break
+            except OSError:
+                time.sleep(0.2)
+        run = cli("grade", "--root", str(root.relative_to(REPO)), "--scheduler", address)
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert run.returncode == 1, run.stdout[-2000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    [line] = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    expected = ("error: the Dask scheduler cannot import the grader (" if missing == "scheduler"
+                else "error: 1 Dask worker(s) cannot import the grader (")
+    assert line.startswith(expected) and "start every scheduler and worker from the course's environment" in line, line
+    assert "ModuleNotFoundError" in line and "autograder" in line, line
+    with sqlite3.connect(root / "gradebook.db") as db:
+        assert db.execute("select count(*) from submitted_notebook").fetchone()[0] == 0
+    assert not (root / "feedback").exists()
+
+
+def test_no_scheduler_at_the_address_is_one_line():
+    root = _course("outputs/test-distribute-missing", [SOLUTION])
+    run = cli("grade", "--root", str(root.relative_to(REPO)), "--scheduler", f"tcp://127.0.0.1:{_free_port()}",
+              env={**os.environ, "COURSE_SCHEDULER_TIMEOUT": "3s"})
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    [line] = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: no Dask scheduler answers at tcp://127.0.0.1:"), line

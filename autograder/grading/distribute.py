@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -35,13 +36,21 @@ ALLOWED_FAILURES = 1
 
 @contextlib.contextmanager
 def client(scheduler: str | None, jobs: int):
-    """A Dask client: on a new LocalCluster of ``jobs`` workers, or on ``scheduler``'s cluster."""
+    """A Dask client: on a new LocalCluster of ``jobs`` workers, or on ``scheduler``'s cluster
+    (which must answer within $COURSE_SCHEDULER_TIMEOUT, 30 s by default)."""
     import dask
     from distributed import Client, LocalCluster
 
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
         if scheduler:
-            with Client(scheduler, timeout="30s") as connected:
+            from autograder.course import CourseError
+
+            try:
+                connected = Client(scheduler, timeout=os.environ.get("COURSE_SCHEDULER_TIMEOUT", "30s"))
+            except (OSError, ValueError, TypeError) as error:
+                raise CourseError(f"no Dask scheduler answers at {scheduler} ({_reason(error)}): start it (see the "
+                                  "README's cluster commands) or give its address as tcp://HOST:PORT") from None
+            with connected:
                 yield connected
             return
         with LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True, memory_limit=0,
@@ -65,17 +74,38 @@ def engine(scheduler: str | None, jobs: int, log=print):
 
 
 def check_workers(connected) -> None:
-    """A CourseError when a worker's grader is not the driver's (a worker started from
-    another checkout); a worker that joins later is checked by its first task."""
+    """A CourseError, before any submission is sent, when the scheduler or a worker cannot
+    import the grader (started from another environment) or runs another version of it
+    (started from another checkout); a worker that joins later is checked by its first task."""
     from autograder.course import CourseError
 
     mine = submission.grader_version()
-    others = sorted(address for address, version in connected.run(submission.grader_version).items()
-                    if version != mine)
+    fix = ("start every scheduler and worker from the course's environment at the driver's commit (after make "
+           "setup: /path/to/the/course/.venv/bin/dask ...), then grade again")
+    try:
+        on_scheduler = connected.run_on_scheduler(submission.grader_version)
+    except Exception as error:  # the scheduler cannot even read the function: no grader there
+        raise CourseError(f"the Dask scheduler cannot import the grader ({_reason(error)}): {fix}") from None
+    if on_scheduler != mine:
+        raise CourseError(f"the Dask scheduler runs another version of the grader than this checkout "
+                          f"(autograder/ or bbrl_course/ differ): {fix}")
+    answers = connected.run(submission.grader_version, on_error="return")
+    missing = sorted(address for address, answer in answers.items() if isinstance(answer, BaseException))
+    if missing:
+        raise CourseError(f"{len(missing)} Dask worker(s) cannot import the grader "
+                          f"({_reason(answers[missing[0]])}): {', '.join(missing)}; {fix}")
+    others = sorted(address for address, version in answers.items() if version != mine)
     if others:
         raise CourseError(
             f"{len(others)} Dask worker(s) run another version of the grader than this checkout (autograder/ or "
-            f"bbrl_course/ differ): {', '.join(others)}; start the workers from this commit, then grade again")
+            f"bbrl_course/ differ): {', '.join(others)}; {fix}")
+
+
+def _reason(error: BaseException) -> str:
+    """The root cause of an error that Dask wrapped, in one line."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}".rstrip(": ")
 
 
 def dashboard(connected) -> str | None:

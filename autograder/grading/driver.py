@@ -182,11 +182,12 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     known.update(state)  # with the scores of the unchanged ones, as now in the gradebook
     state = known
     _save_state(root, state)
-    bar = tqdm(total=len(work), unit="submission", disable=not progress or not work, file=sys.stderr)
     done = 0
     try:
         if work:
-            with (engine or distribute.engine)(scheduler, jobs, log) as run, bar:
+            # the bar once the cluster is checked: an error about it is one line, without a bar
+            with (engine or distribute.engine)(scheduler, jobs, log) as run, \
+                    tqdm(total=len(work), unit="submission", disable=not progress, file=sys.stderr) as bar:
                 common = course_files(root, sorted({a for _, a, _ in work}), version)
                 for s, a, outcome in run(common, work, limits):
                     log_path = root / "logs" / f"{s}-{a}.log"

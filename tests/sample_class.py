@@ -71,6 +71,9 @@ SAMPLES = [
     # --- DDPG: the reference, the blank release, correct rewrites
     Sample("ddpg-solution", DDPG, "the solution"),
     Sample("ddpg-blank", DDPG, "the release, not filled in", blank=True, loses=DDPG_TESTS),
+    Sample("ddpg-helper-cell", DDPG, "correct, its loss object defined in a cell the student added", edits=[
+        Edit("new:ddpg-noise-plot", new="import torch.nn as nn\n\nmse = nn.MSELoss()\nLOW = torch.tensor([-1.0])"),
+        Edit("ddpg-critic-loss", "    return F.mse_loss(q_values[0], target)", "    return mse(q_values[0], target)")]),
     Sample("ddpg-rewritten", DDPG, "correct, written differently", edits=[
         Edit("ddpg-critic-loss",
              "    target = reward[1] + discount_factor * must_bootstrap[1].float() * target_q_values[1]\n"
@@ -285,9 +288,13 @@ def filled_notebook(assignment: str):
 
 def _apply(notebook, edit: Edit, student: str):
     cells = notebook.cells
-    index = next((i for i, c in enumerate(cells) if c.metadata.get("nbgrader", {}).get("grade_id") == edit.cell), None)
+    after = edit.cell.removeprefix("new:")
+    index = next((i for i, c in enumerate(cells) if c.metadata.get("nbgrader", {}).get("grade_id") == after), None)
     if index is None:
-        raise ValueError(f"sample {student}: no cell {edit.cell!r}")
+        raise ValueError(f"sample {student}: no cell {after!r}")
+    if edit.cell.startswith("new:"):  # a cell the student added: no metadata
+        cells.insert(index + 1, nbformat.v4.new_code_cell(edit.new))
+        return
     cell = cells[index]
     if edit.delete:
         del cells[index]

@@ -178,3 +178,67 @@ def test_ddpg_trains_on_a_tiny_budget(ddpg_nb, outputs):
     assert ddpg.nb_updates > 0
     assert not torch.equal(next(before.parameters()), next(ddpg.actor.parameters()))
     assert len(ddpg.eval_history) >= 2  # before training and at the end
+
+
+# --- the visible checks name the common mistakes --------------------------------
+
+
+def _test_cell(notebook: str, grade_id: str) -> str:
+    import nbformat
+
+    from conftest import SOLUTIONS
+
+    nb = nbformat.read(str(SOLUTIONS / notebook), as_version=4)
+    return next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def _run_check(cell: str, td3_nb, **functions) -> str | None:
+    """Runs a test cell with the notebook's names, some replaced; its assertion message, or None."""
+    namespace = dict(vars(td3_nb))
+    namespace.update(functions)
+    try:
+        exec(compile(cell, "<test cell>", "exec"), namespace)
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def _td3_loss_with(target_of, critic_loss=None, combine=lambda a, b: a + b):
+    """compute_td3_critic_loss written with a given (wrong) target and combination."""
+    import torch.nn.functional as F
+
+    def critic_loss_default(gamma, reward, must_bootstrap, q_values, target_q_values):
+        target = reward[1] + gamma * must_bootstrap[1].float() * target_q_values[1]
+        return F.mse_loss(q_values[0], target)
+
+    loss = critic_loss or critic_loss_default
+
+    def compute_td3_critic_loss(gamma, reward, must_bootstrap, q1, q2, t1, t2):
+        target = target_of(t1, t2)
+        return combine(loss(gamma, reward, must_bootstrap, q1, target), loss(gamma, reward, must_bootstrap, q2, target))
+
+    return compute_td3_critic_loss
+
+
+def test_the_td3_loss_check_names_each_common_mistake(td3_nb):
+    import torch.nn.functional as F
+
+    cell = _test_cell("02-td3.ipynb", "test_td3_critic_loss_value")
+    assert _run_check(cell, td3_nb) is None  # the solution passes
+    mistakes = {
+        "the maximum of the two target critics": _td3_loss_with(torch.maximum),
+        "the mean of the two target critics": _td3_loss_with(lambda a, b: (a + b) / 2),
+        "the first target critic alone": _td3_loss_with(lambda a, b: a),
+        "the mean of the two losses": _td3_loss_with(torch.minimum, combine=lambda a, b: (a + b) / 2),
+        "terminal transitions are bootstrapped": _td3_loss_with(
+            torch.minimum, critic_loss=lambda g, r, m, q, t: F.mse_loss(q[0], r[1] + g * t[1])),
+        "reward[0]": _td3_loss_with(
+            torch.minimum, critic_loss=lambda g, r, m, q, t: F.mse_loss(q[0], r[0] + g * m[1].float() * t[1])),
+        "a minimum taken over time": _td3_loss_with(lambda a, b: torch.stack((a, b)).min(dim=1).values),
+        "torch.min(x, dim=0) used as a tensor": _td3_loss_with(lambda a, b: torch.min(torch.stack((a, b)), dim=0)),
+        "a sum of squared errors": _td3_loss_with(
+            torch.minimum, critic_loss=lambda g, r, m, q, t: ((q[0] - (r[1] + g * m[1].float() * t[1])) ** 2).sum()),
+    }
+    for name, wrong in mistakes.items():
+        message = _run_check(cell, td3_nb, compute_td3_critic_loss=wrong)
+        assert message is not None and name in message, (name, message)

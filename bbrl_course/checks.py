@@ -238,20 +238,30 @@ class _SilentLogger:
 
 
 class StandInTD3:
-    """A stand-in for a TD3 object: its six networks are small linear layers.
+    """A stand-in for a TD3 object, built like the course's TD3: its actor is a
+    ``ContinuousDeterministicActor`` and its critics ``ContinuousQAgent`` (each network
+    in ``.model``, the critics with the prefixes of the notebook's TD3), with small layers
+    whose parameters all equal ``network_value`` (the targets ``target_value``).
 
     Test cells run a student's function on it (``update_targets``, ``run_td3``), so
     that the test does not depend on the student's ``create_critics``.
     """
 
     def __init__(self, cfg, network_value: float = 1.0, target_value: float = 3.0):
+        from .agents import ContinuousDeterministicActor, ContinuousQAgent
+
         self.cfg = cfg
         self.nb_steps = 0
         self.nb_updates = 0
         self.logger = _SilentLogger()
-        for name in ("actor", "critic_1", "critic_2"):
-            setattr(self, name, filled_linear(network_value))
-            setattr(self, f"target_{name}", filled_linear(target_value))
+        for target, value in (("", network_value), ("target_", target_value)):
+            actor = ContinuousDeterministicActor(2, [2], 1)
+            critics = [ContinuousQAgent(2, [2], 1).with_prefix(f"{target.replace('_', '-')}critic-{i}/") for i in (1, 2)]
+            for name, network in (("actor", actor), ("critic_1", critics[0]), ("critic_2", critics[1])):
+                with torch.no_grad():
+                    for parameter in network.parameters():
+                        parameter.fill_(value)
+                setattr(self, f"{target}{name}", network)
 
     def __repr__(self):
         return "<stand-in TD3>"
@@ -300,12 +310,25 @@ def count_updates(run, cfg, n_updates: int = 12) -> dict[str, int]:
         step["actor"] = False
 
     def iter_replay_buffers(td3):
+        # the counters advance as in bbrl_course.algo.iter_replay_buffers: each rollout adds
+        # (n_steps - 1) * n_envs steps, then the updates they are owed run, all with the
+        # same nb_steps; nb_updates is already incremented when the body of the loop runs
         buffer = types.SimpleNamespace(get_shuffled=lambda batch_size: {"batch_size": batch_size})
-        for update in range(1, n_updates + 1):
-            td3.nb_updates = update
-            td3.nb_steps = 32 * update
-            yield buffer
-            end_of_step()
+        settings = cfg.algorithm
+        per_rollout = (int(settings.n_steps) - 1) * int(settings.n_envs)
+        per_step = float(getattr(settings, "updates_per_step", 1.0) or 1.0)
+        learning_starts = int(settings.learning_starts)
+        owed = 0.0
+        while td3.nb_updates < n_updates:
+            td3.nb_steps += per_rollout
+            if td3.nb_steps < learning_starts:
+                continue
+            owed += per_rollout * per_step
+            while owed >= 1 and td3.nb_updates < n_updates:
+                owed -= 1
+                td3.nb_updates += 1
+                yield buffer
+                end_of_step()
 
     def update_critics(td3, batch):
         counts["critic"] += 1

@@ -168,7 +168,14 @@ SAMPLES = [
     # --- TD3
     Sample("td3-solution", TD3, "the solution", trains=True),
     Sample("td3-blank", TD3, "the release, not filled in", blank=True, loses=TD3_TESTS),
-    Sample("td3-rewritten", TD3, "correct, written differently: stacked critics, a loop, clamp", trains=True, edits=[
+    Sample("td3-rewritten", TD3, "correct, written differently: stacked critics, a loop, clamp, targets through .model",
+           trains=True, edits=[
+        Edit("td3-update-targets",
+             "    soft_update_params(td3.critic_1, td3.target_critic_1, tau)\n"
+             "    soft_update_params(td3.critic_2, td3.target_critic_2, tau)\n"
+             "    soft_update_params(td3.actor, td3.target_actor, tau)\n",
+             "    for name in (\"critic_1\", \"critic_2\", \"actor\"):\n"
+             "        soft_update_params(getattr(td3, name).model, getattr(td3, \"target_\" + name).model, tau)\n"),
         Edit("td3-critic-loss",
              "    target_q_values = torch.minimum(target_q_values_1, target_q_values_2)\n",
              "    target_q_values = torch.stack((target_q_values_1, target_q_values_2)).min(dim=0).values\n"),

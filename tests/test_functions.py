@@ -242,3 +242,116 @@ def test_the_td3_loss_check_names_each_common_mistake(td3_nb):
     for name, wrong in mistakes.items():
         message = _run_check(cell, td3_nb, compute_td3_critic_loss=wrong)
         assert message is not None and name in message, (name, message)
+
+
+# --- the stand-in TD3 behaves like the real one ---------------------------------
+
+#: correct and wrong rewrites of update_targets and run_td3, with their verdict
+UPDATE_TARGETS = {
+    "the solution": (None, True),
+    "through .model, where the course's agents hold their parameters": (
+        "def update_targets(td3):\n"
+        "    tau = td3.cfg.algorithm.tau_target\n"
+        "    for name in ('critic_1', 'critic_2', 'actor'):\n"
+        "        soft_update_params(getattr(td3, name).model, getattr(td3, 'target_' + name).model, tau)\n", True),
+    "the target actor forgotten": (
+        "def update_targets(td3):\n"
+        "    tau = td3.cfg.algorithm.tau_target\n"
+        "    soft_update_params(td3.critic_1, td3.target_critic_1, tau)\n"
+        "    soft_update_params(td3.critic_2, td3.target_critic_2, tau)\n", False),
+}
+RUN_TD3 = {
+    "the solution": (None, True),
+    "the delay counted by hand": (
+        "def run_td3(td3):\n"
+        "    cfg = td3.cfg.algorithm\n"
+        "    critic_updates = 0\n"
+        "    for rb in iter_replay_buffers(td3):\n"
+        "        batch = rb.get_shuffled(cfg.batch_size)\n"
+        "        update_critics(td3, batch)\n"
+        "        critic_updates += 1\n"
+        "        if critic_updates % cfg.policy_delay == 0:\n"
+        "            update_actor(td3, batch)\n"
+        "            update_targets(td3)\n", True),
+    "the delay on nb_steps, which several updates share": (
+        "def run_td3(td3):\n"
+        "    cfg = td3.cfg.algorithm\n"
+        "    for rb in iter_replay_buffers(td3):\n"
+        "        batch = rb.get_shuffled(cfg.batch_size)\n"
+        "        update_critics(td3, batch)\n"
+        "        if td3.nb_steps % cfg.policy_delay == 0:\n"
+        "            update_actor(td3, batch)\n"
+        "            update_targets(td3)\n", False),
+}
+
+
+def _with(td3_nb, source, name):
+    if source is None:
+        return getattr(td3_nb, name)
+    namespace = vars(td3_nb)
+    exec(compile(source, f"<{name}>", "exec"), namespace)
+    function = namespace[name]
+    namespace[name] = getattr(td3_nb, "_original_" + name, function)
+    return function
+
+
+def _real_td3(td3_nb, **algorithm):
+    cfg = tiny_config(td3_nb.params, **algorithm)
+    return td3_nb.TD3(cfg), cfg
+
+
+@pytest.mark.parametrize("case", UPDATE_TARGETS)
+def test_update_targets_gets_the_same_verdict_on_the_stand_in_and_on_the_real_td3(td3_nb, case):
+    from bbrl_course.checks import stand_in_td3
+
+    source, correct = UPDATE_TARGETS[case]
+    original = td3_nb.update_targets
+    try:
+        update_targets = _with(td3_nb, source, "update_targets")
+        verdicts = []
+        for td3 in (stand_in_td3(tiny_config(td3_nb.params, tau_target=0.25)), _real_td3(td3_nb, tau_target=0.25)[0]):
+            with torch.no_grad():
+                for name in ("actor", "critic_1", "critic_2"):
+                    for p in getattr(td3, name).parameters():
+                        p.fill_(1.0)
+                    for p in getattr(td3, "target_" + name).parameters():
+                        p.fill_(3.0)
+            update_targets(td3)
+            verdicts.append(all(torch.allclose(p, torch.full_like(p, 2.5)) for name in ("actor", "critic_1", "critic_2")
+                                for p in getattr(td3, "target_" + name).parameters()))
+    finally:
+        td3_nb.update_targets = original
+    assert verdicts == [correct, correct], (case, verdicts)
+
+
+@pytest.mark.parametrize("case", RUN_TD3)
+def test_run_td3_gets_the_same_verdict_on_the_stand_in_and_on_the_real_td3(td3_nb, case):
+    from bbrl_course.checks import count_updates
+
+    source, correct = RUN_TD3[case]
+    namespace = vars(td3_nb)
+    original = namespace["run_td3"]
+    try:
+        run_td3 = _with(td3_nb, source, "run_td3")
+        counts = count_updates(run_td3, tiny_config(td3_nb.params, policy_delay=2), n_updates=12)
+        stand_in = counts["critic"] == 12 and counts["actor"] == 6
+        # the real TD3, its real loop (bbrl_course.algo.iter_replay_buffers), the real updates counted
+        td3, cfg = _real_td3(td3_nb, policy_delay=2)
+        seen = {"critic": 0, "actor": 0}
+        saved = {name: namespace[name] for name in ("update_critics", "update_actor")}
+
+        def counted(name):
+            def update(*args):
+                seen[name] += 1
+                return saved["update_" + ("critics" if name == "critic" else "actor")](*args)
+            return update
+
+        namespace.update(update_critics=counted("critic"), update_actor=counted("actor"))
+        try:
+            run_td3(td3)
+        finally:
+            namespace.update(saved)
+        real = seen["critic"] > 12 and seen["actor"] == seen["critic"] // 2
+    finally:
+        namespace["run_td3"] = original
+    assert (stand_in, real) == (correct, correct), (case, counts, seen)

@@ -10,8 +10,12 @@ object, a network), on which the judge can read attributes and call methods.
 This file is the only part of the grader the sandbox sees: it is mounted read-only at
 /sandbox/lib/channel.py and imports nothing of ``autograder`` (which holds the hidden
 tests). It holds no secret: the student may read it, and may even patch it from their
-own code. That only changes what this process answers, which is what their code
-could answer anyway: the verdicts are computed by the judge, from the answers alone.
+own code. That changes what this process answers: its values are what the student's
+code could answer anyway, and what a call wrote in its tensor arguments is read by the
+judge from the memory they share, not from the answer. What it reports about the
+student's objects (a graph recorded, a gradient, a tensor replaced) it could forge; a
+change to this file's code, its server's state or its serializer is noted as tampering
+(best effort: it runs here).
 
 Wire format: frames of an 8-byte length and a payload. Requests (judge -> here) are
 pickles, from the trusted side. Answers (here -> judge) are written with

@@ -11,9 +11,13 @@ Two processes grade one submission:
   (``compute_critic_loss``, ``TD3``, ...) are stand-ins (``Remote``): a call sends its
   arguments to the student's process, which runs the student's function and sends back
   the result as data (tensors by value) or as a handle to an object that stays there.
-  Whatever the function did to the arguments (a target network updated in place, a
-  tensor modified, an autograd graph recorded) is sent back and done again to the
-  judge's own objects; so is the gradient of a scalar result with respect to them.
+  A call's tensor arguments live in memory shared with the student's process
+  (``Arena``): what the function wrote in them in place, the judge reads itself. What
+  else it did (a tensor or its ``.data`` replaced, an autograd graph recorded) and the
+  gradient of a scalar result are reported by the student's process and done again to
+  the judge's own objects; a report that "it was in place" counts for nothing unless the
+  shared memory holds the values, and whether a graph was recorded, the gradients and
+  ``count_updates``'s counts rest on the report (README: "What the verdicts rest on").
 
 The verdict (``close``, ``unchanged``, the asserts) is therefore computed with the
 judge's torch, numpy and ``bbrl_course.checks``, which the student's code cannot reach:

@@ -218,7 +218,45 @@ checking = _checks.checking"""
         Sample("probe-forged-answer", DDPG, "prints a fake pass and forges an answer on the judge's pipe",
                loses=("test_actor_loss",), edits=[forges],
                notes=("tampering suspected: the student's process sent an answer that is not data",)),
+        # the soft update of bug-not-in-place and bug-autograd-graph, reported "in place, no graph"
+        Sample("probe-forged-side-effects", DDPG, "a soft update not in place and recorded by autograd, "
+               "with the channel's Server.op_call replaced to report it in place and without a graph",
+               loses=("test_soft_update_hidden",), edits=[forged_side_effects(hide=False)],
+               notes=(f"{suspected} replaced the channel's Server.op_call",)),
+        # the same, hidden from the watch: the verdict itself must catch it
+        Sample("probe-hidden-side-effects", DDPG, "the same, and Server.tampering replaced to report nothing",
+               loses=("test_soft_update_hidden",), edits=[forged_side_effects(hide=True)]),
     ]
+
+
+def forged_side_effects(hide: bool) -> Edit:
+    """A soft update that, called by the hidden test (its networks are Sequential), is right
+    the first time (so that only what follows is forged) and replaces the channel's
+    ``Server.op_call`` by one that reports every change as made in place and no autograd
+    graph (and, with ``hide``, ``Server.tampering`` by one that reports nothing); then does
+    what bug-not-in-place and bug-autograd-graph do: replaces the target's ``.data`` by a
+    tensor that autograd recorded."""
+    hiding = "            _server.tampering = lambda self: []\n" if hide else ""
+    return Edit("ddpg-soft-update", "    with torch.no_grad():\n", (
+        "    import sys\n"
+        "    _server = getattr(sys.modules['__main__'], 'Server', None)\n"
+        "    if isinstance(net, torch.nn.Sequential) and _server is not None:  # the hidden test, in the grader\n"
+        "        globals()['_calls'] = globals().get('_calls', 0) + 1\n"
+        "        if globals()['_calls'] == 1:\n"
+        "            _original = _server.op_call\n"
+        "            def _forged(self, body, sent):\n"
+        "                answer = _original(self, body, sent)\n"
+        "                answer['built'] = False\n"
+        "                answer['changed'] = [[i, v, False] for i, v, _ in answer.get('changed', [])]\n"
+        "                answer['replaced'] = []\n"
+        "                return answer\n"
+        "            _server.op_call = _forged\n"
+        f"{hiding}"
+        "        else:\n"
+        "            for param, target_param in zip(net.parameters(), target_net.parameters()):\n"
+        "                target_param.data = tau * param + (1 - tau) * target_param.data\n"
+        "            return\n"
+        "    with torch.no_grad():\n"))
 
 
 def write_hostile_class(root: Path, repo: Path, port: int) -> list[Sample]:

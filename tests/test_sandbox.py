@@ -175,6 +175,15 @@ def test_a_forged_answer_is_caught_and_shown_to_the_student(sandboxed):
     assert "tampering suspected: the student's process sent an answer that is not data" in text
 
 
+def test_a_forged_in_place_report_loses_through_the_verdict(sandboxed, trusted_tampering):
+    # the student's process said "in place, no graph" (and, for the second, hid from the tampering
+    # watch): the judge read the shared memory itself and saw the target's tensors replaced
+    message = "soft_update_params must update the target's parameters in place (not replace them or their .data)"
+    for run in (sandboxed, trusted_tampering):
+        assert message in _feedback(run, "probe-hidden-side-effects")
+        assert "replaced the channel's Server.op_call" in _feedback(run, "probe-forged-side-effects")
+
+
 def test_probe_memory_fails_for_lack_of_memory(sandboxed):
     assert "compute_actor_loss raised MemoryError" in _feedback(sandboxed, "probe-memory")
 

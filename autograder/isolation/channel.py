@@ -10,8 +10,12 @@ object, a network), on which the judge can read attributes and call methods.
 This file is the only part of the grader the sandbox sees: it is mounted read-only at
 /sandbox/lib/channel.py and imports nothing of ``autograder`` (which holds the hidden
 tests). It holds no secret: the student may read it, and may even patch it from their
-own code. That only changes what this process answers, which is what their code
-could answer anyway: the verdicts are computed by the judge, from the answers alone.
+own code. That changes what this process answers: its values are what the student's
+code could answer anyway, and what a call wrote in its tensor arguments is read by the
+judge from the memory they share, not from the answer. What it reports about the
+student's objects (a graph recorded, a gradient, a tensor replaced) it could forge; a
+change to this file's code, its server's state or its serializer is noted as tampering
+(best effort: it runs here).
 
 Wire format: frames of an 8-byte length and a payload. Requests (judge -> here) are
 pickles, from the trusted side. Answers (here -> judge) are written with
@@ -34,6 +38,16 @@ HEADER = struct.Struct("<Q")
 MAX_FRAME = 256 * 2**20
 #: printed output of the student's code kept per request
 MAX_PRINTED = 20_000
+#: memory shared with the judge (a sealed memfd: it cannot grow), where the tensors of the
+#: calls' arguments live, so that the judge reads itself what a call did to them
+ARENA_SIZE = 64 * 2**20
+
+
+def shared_tensor(buffer, torch, offset: int, dtype, shape, stride, nbytes: int):
+    """The tensor whose storage is bytes [offset, offset + nbytes) of ``buffer`` (the memory
+    shared by the judge and the student's process: both build the same view of it)."""
+    raw = torch.frombuffer(buffer, dtype=torch.uint8, count=nbytes, offset=offset)
+    return raw.view(dtype).as_strided(tuple(shape), tuple(stride))
 
 
 def write_frame(stream, payload: bytes) -> None:
@@ -58,13 +72,13 @@ def read_frame(stream) -> bytes | None:
 class Server:
     """Runs the student's cells, then serves the judge's requests until the pipe closes."""
 
-    def __init__(self, requests, answers):
+    def __init__(self, requests, answers, arena=None):
         import numpy
         import torch
 
         from bbrl_course import checks
 
-        self.requests, self.answers = requests, answers
+        self.requests, self.answers, self.arena = requests, answers, arena
         self.torch, self.numpy, self.checks = torch, numpy, checks
         self.objects: dict[int, object] = {}  # handles given to the judge (kept alive: ids stay unique)
         self.namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
@@ -74,6 +88,9 @@ class Server:
         self.records_autograd = checks.records_autograd  # the course's, whatever the student's code does
         self.count_updates = checks.count_updates
         self.reported: set[str] = set()
+        # the server's own state: what it holds at the start is what it must hold at every answer
+        self.watched.update({f"the channel's server.{name}": (self, name, value) for name, value in vars(self).items()})
+        self.own_names = frozenset(vars(self)) | {"own_names"}
 
     # --- encoding of answers: data by value, anything else as a handle
     def encode(self, value, depth: int = 0):
@@ -109,7 +126,7 @@ class Server:
 
     # --- decoding of requests: pickles from the judge; tensors and handles by persistent id
     def decode(self, payload: bytes):
-        objects, torch = self.objects, self.torch
+        objects, torch, arena = self.objects, self.torch, self.arena
         sent: dict[int, tuple] = {}  # index -> (tensor here, snapshot, data pointer)
 
         class Unpickler(pickle.Unpickler):
@@ -117,8 +134,12 @@ class Server:
                 kind = pid[0]
                 if kind == "ref":
                     return objects[pid[1]]
-                if kind == "tensor":
+                if kind in ("tensor", "shared"):
                     _, index, value, requires_grad, is_param = pid
+                    if kind == "shared":  # in the memory shared with the judge (``value`` says where)
+                        if arena is None:
+                            raise pickle.UnpicklingError("a shared tensor, and no shared memory")
+                        value = shared_tensor(arena, torch, *value)
                     if index not in sent:
                         tensor = torch.nn.Parameter(value, requires_grad) if is_param else value.requires_grad_(requires_grad)
                         sent[index] = (tensor, tensor.detach().clone(), tensor.data_ptr())
@@ -274,6 +295,8 @@ class Server:
                 self.note(f"replaced {label}")
         for hook in sorted(self.ipython.touched):
             self.note(f"changes IPython's {hook}")
+        for name in sorted(set(vars(self)) - self.own_names):
+            self.note(f"replaced the channel's Server.{name} (on the server)"[:120])
         if sys.gettrace() is not None or sys.getprofile() is not None:
             self.note("installed a trace or profile function (sys.settrace)")
         return sorted(self.reported)
@@ -338,6 +361,29 @@ def _watched(torch, numpy, checks) -> dict:
     for name in ("showtraceback", "_showtraceback", "run_cell", "run_cell_async", "run_ast_nodes", "run_code",
                  "transform_cell", "set_custom_exc"):
         watched[f"IPython's InteractiveShell.{name}"] = (InteractiveShell, name, getattr(InteractiveShell, name))
+    # the channel's own code (what reads the requests, runs the calls, says what they did and
+    # writes the answers) and what it serializes with: a notebook that changes it wants to
+    # change the answers
+    for owner, prefix, names in (
+        (torch, "torch.", ("save", "frombuffer", "from_numpy", "equal")),
+        (torch.Tensor, "torch.Tensor.", ("data_ptr", "detach", "clone", "contiguous", "cpu", "requires_grad_",
+                                         "is_leaf", "requires_grad", "grad_fn", "shape", "numel")),
+        (torch.autograd, "torch.autograd.", ("grad",)),
+        (torch.nn.Module, "torch.nn.Module.", ("named_modules", "__getattr__", "__setattr__")),
+        (pickle, "pickle.", ("Unpickler",)),
+        (io, "io.", ("BytesIO", "StringIO")),
+    ):
+        for name in names:
+            if hasattr(owner, name):
+                watched[prefix + name] = (owner, name, getattr(owner, name))
+    module = sys.modules[__name__]
+    for name, value in vars(module).items():
+        if not name.startswith("__"):
+            watched[f"the channel's {name}"] = (module, name, value)
+    for cls in (Server, _IPythonStandIn, _Anything):
+        for name in vars(cls):
+            if not name.startswith("__") or name in ("__init__", "__getattr__", "__setattr__", "__call__"):
+                watched[f"the channel's {cls.__name__}.{name}"] = (cls, name, getattr(cls, name))
     return watched
 
 
@@ -389,7 +435,14 @@ def main():
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
         os.dup2(devnull, fd)
-    server = Server(requests, answers)
+    arena = None
+    if len(sys.argv) > 1:  # the descriptor of the memory shared with the judge
+        import mmap
+
+        fd = int(sys.argv[1])
+        arena = mmap.mmap(fd, ARENA_SIZE)
+        os.close(fd)
+    server = Server(requests, answers, arena)
     server.serve()
 
 

@@ -11,9 +11,13 @@ Two processes grade one submission:
   (``compute_critic_loss``, ``TD3``, ...) are stand-ins (``Remote``): a call sends its
   arguments to the student's process, which runs the student's function and sends back
   the result as data (tensors by value) or as a handle to an object that stays there.
-  Whatever the function did to the arguments (a target network updated in place, a
-  tensor modified, an autograd graph recorded) is sent back and done again to the
-  judge's own objects; so is the gradient of a scalar result with respect to them.
+  A call's tensor arguments live in memory shared with the student's process
+  (``Arena``): what the function wrote in them in place, the judge reads itself. What
+  else it did (a tensor or its ``.data`` replaced, an autograd graph recorded) and the
+  gradient of a scalar result are reported by the student's process and done again to
+  the judge's own objects; a report that "it was in place" counts for nothing unless the
+  shared memory holds the values, and whether a graph was recorded, the gradients and
+  ``count_updates``'s counts rest on the report (README: "What the verdicts rest on").
 
 The verdict (``close``, ``unchanged``, the asserts) is therefore computed with the
 judge's torch, numpy and ``bbrl_course.checks``, which the student's code cannot reach:
@@ -74,6 +78,71 @@ class BrokenChannel(BaseException):
 
 # --- the student's process ------------------------------------------------------------------
 
+class Arena:
+    """Memory shared with the student's process (a memfd, sealed at ``channel.ARENA_SIZE``: it
+    cannot grow): the tensors of a call's arguments live there, so that what the call wrote in
+    them in place is read by the judge itself, not reported by the student's process.
+    Each tensor gets its own place for the life of the process (the student's code may keep
+    an argument); when it is full, tensors go by value (and their changes as reported)."""
+
+    ALIGN = 64
+
+    def __init__(self):
+        import fcntl
+        import mmap
+
+        self.fd = os.memfd_create("course-arguments", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(self.fd, channel.ARENA_SIZE)
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+            self.map = mmap.mmap(self.fd, channel.ARENA_SIZE)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.used = 0
+
+    @classmethod
+    def make(cls) -> "Arena | None":
+        """An arena, or None where the system has no sealed memfd (then changes are as reported)."""
+        if not hasattr(os, "memfd_create"):
+            return None
+        try:
+            return cls()
+        except (OSError, AttributeError, ValueError):
+            return None
+
+    def put(self, value) -> tuple | None:
+        """Places ``value`` (a fresh clone) here: (offset, dtype, shape, stride, nbytes), or None
+        when it cannot be shared (not a dense CPU tensor, empty, or no room left)."""
+        import torch
+
+        nbytes = value.numel() * value.element_size()
+        if (value.layout != torch.strided or value.device.type != "cpu" or value.is_complex() or value.is_conj()
+                or value.is_neg() or value.is_quantized or nbytes == 0 or value.storage_offset() != 0
+                or value.untyped_storage().nbytes() != nbytes):
+            return None
+        start = -(-self.used // self.ALIGN) * self.ALIGN
+        if start + nbytes > channel.ARENA_SIZE:
+            return None
+        place = (start, value.dtype, tuple(value.shape), tuple(value.stride()), nbytes)
+        with torch.no_grad():
+            channel.shared_tensor(self.map, torch, *place).copy_(value)
+        self.used = start + nbytes
+        return place
+
+    def read(self, place):
+        """What is at ``place`` now (a copy)."""
+        import torch
+
+        return channel.shared_tensor(self.map, torch, *place).clone()
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        with contextlib.suppress(BufferError, ValueError):
+            self.map.close()  # else when the views of it are gone
+
+
 class StudentProcess:
     """The sandboxed process that runs the student's notebook and answers requests."""
 
@@ -91,24 +160,28 @@ class StudentProcess:
         self.setup_errors: list = []
         self.names_found: dict = {}
         self._workdir: Path | None = None
+        self.arena: Arena | None = None
 
     def start(self):
         if len(self.start_failures) >= 2:  # twice is enough: the notebook's own cells end the process
             raise self.start_failures[-1]
         channel_file = str(Path(channel.__file__).resolve())
         env = dict(os.environ, MPLBACKEND="Agg")  # without the sandbox; inside, sandbox.command passes it
+        self.arena = Arena.make()  # a new one for each process: nothing of the last one is shared
+        shared = [str(self.arena.fd)] if self.arena is not None else []
         if self.limits is not None:
             bwrap = sandbox.check_available()
-            inner = [sys.executable, CHANNEL_INSIDE]
+            inner = [sys.executable, CHANNEL_INSIDE, *shared]
             cmd = sandbox.command(inner, self.folder, None, self.limits, bwrap, files={channel_file: CHANNEL_INSIDE})
             cwd = None
         else:  # --trusted: no sandbox, a copy of the submission as working directory
             self._workdir = Path(tempfile.mkdtemp(prefix="course-student-"))
             shutil.copytree(self.folder, self._workdir, dirs_exist_ok=True)
-            cmd, cwd = [sys.executable, channel_file], str(self._workdir)
+            cmd, cwd = [sys.executable, channel_file, *shared], str(self._workdir)
         self.stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-                                        cwd=cwd, env=env, start_new_session=True)
+                                        cwd=cwd, env=env, start_new_session=True,
+                                        pass_fds=(self.arena.fd,) if self.arena is not None else ())
         if self.limits is not None:
             self.watchdog = sandbox.Watchdog(self.process, self.limits)
             self.watchdog.start()
@@ -140,6 +213,9 @@ class StudentProcess:
                 with contextlib.suppress(Exception):
                     stream.close()
             self.process = None
+        if self.arena is not None:
+            self.arena.close()
+            self.arena = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
@@ -321,20 +397,14 @@ class Judge:
 
         if remote._generation != self.student.generation:
             raise RuntimeError("this function was lost when the student's process was started again")
-        payload, sent = _pickle("call", (remote, args, kwargs))
+        arena, places = self.student.arena, {}
+        payload, sent = _pickle("call", (remote, args, kwargs), arena, places)
         modules = channel._modules_in(args, torch.nn.Module)
         self.requests += 1
         answer = self.student.request("call", payload, self.deadline)
         if "raise" in answer:
             return self.finish(answer)
-        with torch.no_grad():
-            for index, value, moved in _rows(answer.get("changed"), 3):
-                tensor = sent[int(index)]
-                value = _tensor(value)
-                if moved or tensor.shape != value.shape or tensor.dtype != value.dtype:
-                    tensor.data = value.clone()
-                else:
-                    tensor.copy_(value)
+        self._apply_changes(sent, places, arena, _rows(answer.get("changed"), 3))
         for path, owner, name, encoded in _rows(answer.get("replaced"), 4):
             module = modules.get(tuple(path))
             if module is not None:
@@ -350,6 +420,39 @@ class Judge:
             if result.numel() == 1 and any(g is not None for _, g in rows):
                 result = _Linked.make(result.detach(), [g for _, g in rows], [t for t, _ in rows])
         return result
+
+    def _apply_changes(self, sent: dict, places: dict, arena, rows: list):
+        """Does again to the judge's tensors what the call did to the student's copies.
+
+        For a tensor in the shared memory, the judge reads itself what is there now: that is
+        what the call wrote in place. The student's report counts only where it can cost the
+        student: a tensor it says moved, or whose value it gives is not what the shared memory
+        holds, has been replaced (or its ``.data``), and gets that value in new storage (so that
+        a test of an update in place fails). A process that claims "in place" for a replaced
+        tensor therefore gains nothing, unless it writes the values in place itself, which is
+        the update in place. Tensors that were not shared (no room, not dense) are as reported."""
+        import torch
+
+        reported = {}
+        for index, value, moved in rows:
+            if type(index) is not int or index not in sent:
+                raise BrokenChannel("a change to a tensor that was not sent")
+            reported[index] = (_tensor(value), moved is True)
+        with torch.no_grad():
+            for index, tensor in sent.items():
+                row = reported.get(index)
+                if index in places:
+                    now = arena.read(places[index])
+                    if row is not None and (row[1] or not _same(row[0], now)):
+                        tensor.data = row[0].clone()  # no longer the storage the judge shares: replaced
+                    elif not _same(now, tensor.detach()):
+                        tensor.copy_(now)
+                elif row is not None:
+                    value, moved = row
+                    if moved or tensor.shape != value.shape or tensor.dtype != value.dtype:
+                        tensor.data = value.clone()
+                    else:
+                        tensor.copy_(value)
 
     def finish(self, answer: dict):
         printed = answer.get("printed")
@@ -464,9 +567,11 @@ class Judge:
                 "displays": self.displays}
 
 
-def _pickle(op: str, body) -> tuple[bytes, dict]:
+def _pickle(op: str, body, arena: Arena | None = None, places: dict | None = None) -> tuple[bytes, dict]:
     """A request: stand-ins go as their handles, tensors by value (numbered, so that the
-    answer can say which of them the student's function modified)."""
+    answer can say which of them the student's function modified); with an ``arena``, the
+    tensors that fit go in the memory shared with the student's process, and ``places``
+    gets where (index -> place)."""
     import torch
 
     sent: dict[int, torch.Tensor] = {}
@@ -482,12 +587,26 @@ def _pickle(op: str, body) -> tuple[bytes, dict]:
                 sent[index] = obj
                 value = obj.detach().clone()
                 values[id(value)] = value
+                place = arena.put(value) if arena is not None else None
+                if place is not None:
+                    places[index] = place
+                    return ("shared", index, place, bool(obj.requires_grad), isinstance(obj, torch.nn.Parameter))
                 return ("tensor", index, value, bool(obj.requires_grad), isinstance(obj, torch.nn.Parameter))
             return None
 
     buffer = io.BytesIO()
     Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump((op, body))
     return buffer.getvalue(), sent
+
+
+def _same(a, b) -> bool:
+    """Whether two tensors hold the same bits (NaN included), with the same shape and dtype."""
+    import torch
+
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    flat = [t.detach().cpu().contiguous().reshape(-1).view(torch.uint8) for t in (a, b)]
+    return torch.equal(flat[0], flat[1])
 
 
 def _undefined(name):

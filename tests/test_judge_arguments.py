@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from autograder import judge
+from autograder.isolation import judge
 
 CELL = '''
 import torch

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from autograder import course, sandbox
+from autograder import course, inert, sandbox
 from autograder.reports import _some, table, write_reports
 from autograder.submission import (
     FAILED,
@@ -233,7 +233,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
                 common = course_files(root, sorted({a for _, a, _ in work}), version)
                 for s, a, outcome in run(common, work, limits):
                     log_path = root / "logs" / f"{s}-{a}.log"
-                    log_path.write_text(outcome.get("log", ""))
+                    log_path.write_text(inert.text(outcome.get("log", ""), keep="\n\t"))
                     with _deferred_interrupt(), _quiet(log_path):
                         result = record(root, s, a, outcome, trusted=limits is None)
                         if result.status == GRADED:
@@ -245,7 +245,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
                     results.append(result)
                     done += 1
                     score = "" if result.auto_score is None else f"{result.auto_score:g}/{result.auto_max:g}"
-                    line = f"  {result.student:24} {result.assignment:13} {result.status:10} {score:>8}  {result.seconds:5.0f} s"
+                    line = inert.text(f"  {result.student:24} {result.assignment:13} {result.status:10} {score:>8}  "
+                                      f"{result.seconds:5.0f} s")
                     bar.write(line, file=sys.stdout) if progress else log(line)
                     bar.update()
     except KeyboardInterrupt:
@@ -325,7 +326,7 @@ def main(argv=None) -> int:
         results = grade(root, args.student, args.assignment, args.jobs, progress=True, limits=limits,
                         scheduler=args.scheduler, force=args.force)
     except course.CourseError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {inert.text(error, keep=chr(10))}", file=sys.stderr)
         return 1
     print()
     for assignment in sorted({r.assignment for r in results}):

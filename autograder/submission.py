@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder import course, feedback, sandbox, zygote
+from autograder import course, feedback, inert, sandbox, zygote
 from autograder.preprocessors import KERNEL_DIED, TAMPERING, TIME_LIMIT
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -44,6 +44,10 @@ class Result:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     manual: list[str] = field(default_factory=list)  # answers graded by hand (not in the totals)
+
+    def __post_init__(self):
+        # notes quote the student's error messages: their control characters are shown, not obeyed
+        self.notes = [inert.text(note) for note in self.notes]
 
     @property
     def auto_score(self) -> float | None:
@@ -370,6 +374,7 @@ def record(root: Path, student: str, assignment: str, outcome: dict, trusted: bo
     generated = api.generate_feedback(assignment, student, force=True)
     if not generated.get("success"):
         notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
+    inert.protect_feedback(root / "feedback" / student / assignment)
     return Result(student, assignment, GRADED, scores, max_scores, notes, seconds, manual)
 
 
@@ -382,6 +387,7 @@ def recorded(root: Path, student: str, assignment: str, before: dict) -> Result:
         generated = api.generate_feedback(assignment, student, force=True)
         if not generated.get("success"):
             before["notes"] = [*before["notes"], f"feedback not written: {generated.get('error', '')[-300:]}"]
+        inert.protect_feedback(root / "feedback" / student / assignment)
     return Result(student, assignment, GRADED, scores, max_scores, before["notes"], before["seconds"], manual)
 
 

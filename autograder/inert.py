@@ -170,7 +170,7 @@ class SanitizeOutputs(Preprocessor):
 #: the pages the course writes show what they hold and run nothing: no script at all,
 #: styles inline, images from data: URIs, nothing fetched, no form sent anywhere
 CSP = ("default-src 'none'; script-src 'none'; object-src 'none'; style-src 'unsafe-inline'; "
-       "img-src data:; font-src data:; base-uri 'none'; form-action 'none'")
+       "img-src data:; font-src 'self' data:; base-uri 'none'; form-action 'none'")
 CSP_META = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
 #: MathJax, which nbgrader's feedback template loads from a CDN: with no script allowed, a
 #: page without it (the formulas of the instructor's text show as TeX)

@@ -80,7 +80,8 @@ def _points(cells) -> list[tuple[str, float, bool]]:
 
 
 def _message(output) -> str:
-    text = f"{output.get('evalue', '')}".strip().splitlines()
+    # the first line (a carriage return or another break of splitlines() stays, shown by _e)
+    text = f"{output.get('evalue', '')}".strip().split("\n")
     return (text[0] if text else output.get("ename", "error"))[:240]
 
 

@@ -1,6 +1,8 @@
 """The sandbox against the hostile class (tests/hostile_class.py): each probe gets its
 exact outcome, the gradebook and the other students' files stay as they were, nothing
-reaches the network, no feedback shows a hidden test. The same class graded with
+reaches the network, no feedback shows a hidden test, no script of a student runs in the
+instructor's browser (feedback, formgrader's view, report) and no escape sequence reaches
+their terminal or CSVs. The same class graded with
 --trusted shows that each probe does what it says when nothing stops it, and that the
 feedback still drops what would show the hidden tests."""
 

@@ -105,7 +105,8 @@ def test_the_report_shows_a_student_text_inert_and_runs_no_script(tmp_path):
      '<table border="1" class="dataframe"><thead><tr><th>a</th></tr></thead><tbody><tr><td>1</td></tr></tbody></table>'),
     ('<a href="https://pytorch.org">torch</a> <a href="#top">top</a> <a href="other.ipynb">next</a>',
      '<a href="https://pytorch.org">torch</a> <a href="#top">top</a> <a href="other.ipynb">next</a>'),
-    ('<pre><span class="k">def</span> f</pre><h2 id="x">Title</h2>', '<pre><span class="k">def</span> f</pre><h2 id="x">Title</h2>'),
+    ('<pre><span class="k">def</span> f</pre><h2 id="x">Title</h2>',
+     '<pre><span class="k">def</span> f</pre><h2 id="x">Title</h2>'),
 ])
 def test_clean_html_keeps_what_shows_and_drops_what_runs(markup, kept):
     assert kept in inert.clean_html(markup)

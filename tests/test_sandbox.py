@@ -318,7 +318,8 @@ def test_no_student_markup_runs_in_the_instructor_browser(sandboxed, tmp_path):
     cleaned_only.write_text(written.replace(inert.CSP_META, ""))
     # the policy alone: a script and a handler that got through would still not run
     planted = tmp_path / "feedback-with-a-script.html"
-    planted.write_text(written.replace(inert.CSP_META, inert.CSP_META + "<script>console.log('MARKER-csp-script')</script>")
+    script = "<script>console.log('MARKER-csp-script')</script>"
+    planted.write_text(written.replace(inert.CSP_META, inert.CSP_META + script)
                        .replace("<body>", "<body><img src=x onerror=\"console.log('MARKER-csp-onerror')\">", 1))
     pages = {
         "feedback": feedback,

@@ -87,7 +87,9 @@ def main(argv=None) -> int:
         return {"release": release, "handout": handout, "grade": grade, "report": report,
                 "formgrader": formgrader}[args.command](args)
     except CourseError as error:
-        print(f"error: {error}", file=sys.stderr)
+        from autograder.isolation import inert
+
+        print(f"error: {inert.text(error, keep=chr(10))}", file=sys.stderr)
         return 1
 
 

@@ -13,6 +13,7 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the course's preprocessors, in autograder/course/preprocessors.py
 
+from autograder.isolation import inert  # noqa: E402
 from autograder.course.preprocessors import CourseExecute, HideHiddenTests, JudgeVerdicts, StderrToStdout  # noqa: E402
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
@@ -84,4 +85,12 @@ c.Autograde.autograde_preprocessors = [
 ]
 
 # Feedback shows neither the hidden tests nor tracebacks that would quote them
-c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, inert.SanitizeOutputs, CSSHTMLHeaderPreprocessor]
+
+# Every page made from a student's notebook (the feedback, formgrader's views of a
+# submission: both render with nbconvert's HTMLExporter and this configuration) runs none
+# of its markup (autograder/isolation/inert.py): no Javascript output, HTML outputs and markdown
+# cleaned (no script, no event handler, no javascript: link, images from data: only)
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.preprocessors = [inert.SanitizeOutputs]
+c.HTMLExporter.filters = {"clean_html": inert.clean_html, "strip_files_prefix": inert.strip_files_prefix}

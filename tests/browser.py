@@ -6,10 +6,14 @@
         page.images   # [{src, width, height}] of every <img>, natural sizes
         page.errors   # console errors, uncaught exceptions, failed loads
         page.remote   # the addresses outside the file the page asked for
+        page.console  # every console message (log, info, error, ...), as text
+        page.scripts  # how many <script> elements the page holds
 
 Requests to other hosts are answered by the test itself, never the network: with an
-empty stylesheet or script, or an error for anything else, and listed in ``remote`` (the
-feedback pages load MathJax from a CDN, which CI cannot reach).
+empty stylesheet or script, or an error for anything else, and listed in ``remote`` (a
+page that loads MathJax from a CDN, as formgrader's do, cannot reach it in CI).
+``open(..., click_links=True)`` also clicks every ``javascript:`` link the page holds, as
+an instructor could.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class Page:
     images: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     remote: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+    scripts: int = 0
     title: str = ""
 
 
@@ -146,7 +152,7 @@ class Chromium:
         os.write(self.to_browser, json.dumps(message).encode() + b"\0")
 
     # --- a page
-    def open(self, path: Path, screenshot: Path | None = None, width: int = 1100) -> Page:
+    def open(self, path: Path, screenshot: Path | None = None, width: int = 1100, click_links: bool = False) -> Page:
         self.page = Page()
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
@@ -157,20 +163,28 @@ class Chromium:
                   {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session)
         self.send("Page.navigate", {"url": Path(path).resolve().as_uri()}, session)
         self._wait_for("Page.loadEventFired", session)
+        if click_links:
+            self.send("Runtime.evaluate", {"expression": (
+                "document.querySelectorAll('a[href]').forEach(a => { if (a.protocol === 'javascript:') a.click(); })")},
+                session)
         settle = time.monotonic() + 1.0  # late console messages
         while time.monotonic() < settle:
             self.send("Runtime.evaluate", {"expression": "1"}, session)
             time.sleep(0.1)
         found = self.send("Runtime.evaluate", {"returnByValue": True, "expression": (
-            "JSON.stringify({title: document.title, images: Array.from(document.images).map(i => "
+            "JSON.stringify({title: document.title, scripts: document.scripts.length, "
+            "images: Array.from(document.images).map(i => "
             "({src: i.src.slice(0, 80), complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}))})")},
             session)
         value = json.loads(found["result"]["value"])
-        self.page.images, self.page.title = value["images"], value["title"]
+        self.page.images, self.page.title, self.page.scripts = value["images"], value["title"], value["scripts"]
         for event in list(self.events):
             if event.get("sessionId") != session:
                 continue
             method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.consoleAPICalled":
+                self.page.console.append(" ".join(str(a.get("value", a.get("description", "")))
+                                                  for a in params.get("args", [])))
             if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
                 self.page.errors.append("console: " + " ".join(str(a.get("value", a.get("description", "")))
                                                                for a in params.get("args", [])))

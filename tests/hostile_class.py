@@ -16,7 +16,14 @@ what it says when nothing stops it):
   soft_update_params;
 - probe-disk: writes one file of up to 512 MB (files are limited to 256 MB), then files
   of 32 MB up to 1 GB in all (the working directory holds 512 MB), and removes them; then
-  leaves a small file in its working directory (a copy of its folder, in the sandbox).
+  leaves a small file in its working directory (a copy of its folder, in the sandbox);
+- probe-markup: markup and text meant for the instructor (``markup_probe``): outputs with
+  ``<script>``, ``onerror``, a Javascript output, an image whose size carries an ``onload``,
+  a markdown answer with ``<img onerror>``, ``<script>`` and a ``javascript:`` link, and an
+  error whose message writes the clipboard (OSC 52) and moves the cursor to print "all
+  tests passed" over the line above. Every script it plants logs a marker
+  (``MARKER-...``) on the console and asks for http://markers.invalid/MARKER-...; its
+  scores are the honest solution's, with one note, shown inert.
 """
 
 from __future__ import annotations
@@ -118,7 +125,47 @@ with open("left-by-probe.txt", "w") as _f:  # in the submission's own folder, if
                  "            os._exit(0)\n"
                  "    with torch.no_grad():\n")]),
         Sample("probe-disk", DDPG, "fills the disk", edits=[_top(disk)]),
+        markup_probe(),
     ]
+
+
+#: what each script planted by probe-markup does when it runs: a console message and a
+#: request, both heard by the browser test (tests/test_sandbox.py)
+def _marker(name: str) -> str:
+    return f"console.log('MARKER-{name}');fetch('http://markers.invalid/MARKER-{name}')"
+
+
+MARKERS = ("html-script", "html-onerror", "html-link", "javascript", "png-onload", "print-script",
+           "markdown-onerror", "markdown-script", "markdown-link")
+#: the error message of probe-markup: a clipboard write (OSC 52), then cursor moves that
+#: rewrite the line above in green
+ESCAPES = "\x1b]52;c;cHJvYmUtY2xpcGJvYXJk\x07\x1b[1A\x1b[2K\r\x1b[32mall tests passed\x1b[0m\x9b2J\u202e"
+#: the note the instructor reads instead, every control character shown
+ESCAPES_SHOWN = "\\x1b]52;c;cHJvYmUtY2xpcGJvYXJk\\x07\\x1b[1A\\x1b[2K\\r\\x1b[32mall tests passed"
+#: a 1x1 PNG
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+
+
+def markup_probe() -> Sample:
+    """Markup and escape sequences for the instructor's browser and terminal (see the
+    module's docstring); bounded: it only displays and raises."""
+    outputs = f'''from IPython.display import HTML as _HTML, Javascript as _Javascript, display as _display
+_display(_HTML("<b>probe markup</b><script>{_marker('html-script')}</script>"
+               "<img src=x onerror=\\"{_marker('html-onerror')}\\">"
+               "<a href=\\"javascript:{_marker('html-link')}\\">a link</a>"))
+_display(_Javascript("{_marker('javascript')}"))
+_display({{"image/png": {PIXEL!r}, "text/plain": "a pixel"}}, raw=True,
+         metadata={{"image/png": {{"width": "1 onload={_marker('png-onload')}"}}}})
+print("<script>{_marker('print-script')}</script>")'''
+    answer = (f"<img src=x onerror=\"{_marker('markdown-onerror')}\"> <script>{_marker('markdown-script')}</script>\n\n"
+              f"[a link](javascript:{_marker('markdown-link')})\n\nA time limit is not a state")
+    raises = ("    return -q_values.mean()\n\n\n"
+              f"raise RuntimeError({ESCAPES!r})  # after the definition: the function is defined")
+    return Sample("probe-markup", DDPG, "plants scripts in its outputs and answer, escapes in its error message",
+                  notes=(f"ddpg-actor-loss raised RuntimeError: {ESCAPES_SHOWN}",), edits=[
+                      _top(outputs),
+                      Edit("ddpg-actor-loss", "    return -q_values.mean()", raises),
+                      Edit("answer_must_bootstrap", "A time limit is not a state", answer)])
 
 
 #: the stubs of the release, left in place: without tampering, their tests score 0

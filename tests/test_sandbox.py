@@ -1,11 +1,14 @@
 """The sandbox against the hostile class (tests/hostile_class.py): each probe gets its
 exact outcome, the gradebook and the other students' files stay as they were, nothing
-reaches the network, no feedback shows a hidden test. The same class graded with
+reaches the network, no feedback shows a hidden test, no script of a student runs in the
+instructor's browser (feedback, formgrader's view, report) and no escape sequence reaches
+their terminal or CSVs. The same class graded with
 --trusted shows that each probe does what it says when nothing stops it, and that the
 feedback still drops what would show the hidden tests."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import html
 import json
@@ -17,9 +20,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
+import browser
 import hostile_class
 import sample_class
 from autograder.grading.submission import TRUSTED_NOTE
@@ -123,9 +128,10 @@ def _feedback(run, student):
 
 PROBES = ["ddpg-solution", "probe-read", "probe-write", "probe-network", "probe-memory", "probe-fork", "probe-disk"]
 TAMPERING = [sample.student for sample in hostile_class.tampering_probes()]
+MARKUP = "probe-markup"
 
 
-@pytest.mark.parametrize("student", PROBES + TAMPERING)
+@pytest.mark.parametrize("student", PROBES + TAMPERING + [MARKUP])
 def test_each_probe_gets_exactly_its_expected_outcome(sandboxed, student):
     sample, result = sandboxed["samples"][student], sandboxed["results"][student]
     assert result.status == "graded", result.notes
@@ -245,3 +251,103 @@ def test_the_runtime_is_mounted_over_the_private_tmp():
     assert args[tmpfs + 1] == "/tmp"
     for path in sandbox._runtime_paths():
         assert args.index(path) > tmpfs, f"{path} is mounted before /tmp's tmpfs, which would hide it"
+
+
+# --- what comes out of the sandbox is inert: probe-markup's scripts never run, its escapes never reach a terminal
+def _controls(text):
+    """The control characters of ``text`` other than newlines (and tabs)."""
+    import unicodedata
+
+    return sorted({repr(c) for c in text if c not in "\n\t" and unicodedata.category(c) in ("Cc", "Cf")})
+
+
+def test_escape_sequences_reach_neither_the_terminal_nor_the_csv(sandboxed):
+    # the error message writes the clipboard (OSC 52) and rewrites the line above: the
+    # instructor reads it, every control character shown
+    assert _controls(sandboxed["stdout"]) == [], "the table printed by `grade` holds control characters"
+    assert hostile_class.ESCAPES_SHOWN in " ".join(line.strip() for line in sandboxed["stdout"].splitlines())
+    root = sandboxed["root"]
+    for path in [*(root / "grades").glob("*.csv"), root / "logs" / f"{MARKUP}-01-ddpg.log"]:
+        assert _controls(path.read_text()) == [], path.name
+    row = next(r for r in csv.DictReader((root / "grades" / "01-ddpg.csv").open(newline="")) if r["student"] == MARKUP)
+    assert hostile_class.ESCAPES_SHOWN in row["notes"]
+
+
+def formgrader_view(root, student, out):
+    """The page formgrader shows of a student's autograded notebook, rendered as formgrader
+    renders it: its exporter (HTMLExporter), with the configuration it loads from the course
+    folder (whose nbgrader_config.py loads the course's), and its template; its own scripts
+    (jQuery, Backbone, formgrade.js) load from nbgrader's files, so that the page's scripts run
+    as in formgrader."""
+    import nbgrader
+
+    static = (Path(nbgrader.__file__).parent / "server_extensions").as_uri()
+    script = """if True:
+        import os, sys
+        from nbconvert.exporters import HTMLExporter
+        from nbgrader.server_extensions.formgrader.formgrader import FormgradeExtension
+        extension = FormgradeExtension()
+        extension.root_dir = os.getcwd()
+        extension.initialize([])
+        exporter = HTMLExporter(config=extension.config)  # as FormgradeExtension.init_tornado_settings
+        assert exporter.template_name == "formgrade", exporter.template_name
+        page, _ = exporter.from_filename(sys.argv[1], resources={
+            "assignment_id": "01-ddpg", "notebook_id": "01-ddpg", "submission_id": "id", "index": 0, "total": 1,
+            "base_url": sys.argv[4], "student": sys.argv[3], "last_name": None, "first_name": None, "notebook_path": ""})
+        open(sys.argv[2], "w").write(page)
+    """
+    notebook = root / "autograded" / student / "01-ddpg" / "01-ddpg.ipynb"
+    run = subprocess.run([sys.executable, "-c", script, str(notebook), str(out), student, static], cwd=root,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+def _markers(page):
+    return [m for m in page.console if "MARKER-" in m] + [url for url in page.remote if "MARKER-" in url]
+
+
+def test_no_student_markup_runs_in_the_instructor_browser(sandboxed, tmp_path):
+    # probe-markup plants scripts (in an HTML output, an onerror, a javascript: link, a
+    # Javascript output, an image's size, its markdown answer): each would log a marker and
+    # ask for an address. The browser listens on the console and the network.
+    if browser.executable() is None:
+        reason = "no Chromium here: install Debian's chromium (apt-get install chromium; .ci/run does)"
+        if os.environ.get("REQUIRE_BROWSER"):  # CI: it must run
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from autograder.isolation import inert
+
+    root = sandboxed["root"]
+    feedback = root / "feedback" / MARKUP / "01-ddpg" / "01-ddpg.html"
+    written = feedback.read_text()
+    assert inert.CSP_META in written
+    # the cleaning alone, without the policy: what nbgrader generate_feedback run by hand writes
+    cleaned_only = tmp_path / "feedback-without-policy.html"
+    cleaned_only.write_text(written.replace(inert.CSP_META, ""))
+    # the policy alone: a script and a handler that got through would still not run
+    planted = tmp_path / "feedback-with-a-script.html"
+    script = "<script>console.log('MARKER-csp-script')</script>"
+    planted.write_text(written.replace(inert.CSP_META, inert.CSP_META + script)
+                       .replace("<body>", "<body><img src=x onerror=\"console.log('MARKER-csp-onerror')\">", 1))
+    pages = {
+        "feedback": feedback,
+        "feedback without its policy": cleaned_only,
+        "feedback with a planted script": planted,
+        "formgrader's view": formgrader_view(root, MARKUP, tmp_path / "formgrade.html"),
+        "report": root / "grades" / "report.html",
+    }
+    ran, blocked = {}, {}
+    with browser.Chromium() as chromium:
+        for name, path in pages.items():
+            page = chromium.open(path, click_links=True)
+            if _markers(page):
+                ran[name] = _markers(page)
+            if name in ("feedback", "feedback without its policy", "report"):
+                # nothing blocked either: no script reached these pages at all, nothing was fetched
+                if page.errors or page.scripts or page.remote:
+                    blocked[name] = (page.errors[:3], page.scripts, page.remote)
+    assert ran == {}, f"the student's scripts ran: {ran}"
+    assert blocked == {}, blocked
+    # and honest content still shows: the probe's pixel and the text of its HTML output
+    assert "<b>probe markup</b>" in written and "data:image/png;base64,iVBORw0KGgo" in written

@@ -7,11 +7,14 @@ The course's layers, from the bottom (no module imports one above it):
   release and hand-out (``release``), nbgrader's preprocessors (``preprocessors``),
   formgrader (``formgrader``), headless execution of notebooks (``run_notebooks``);
 - ``autograder.isolation``: the student's code apart from the verdicts: the sandbox,
-  the student's process (``channel``) and the judge;
+  the student's process (``channel``), the judge, and what makes the student's text and
+  markup inert (``inert``);
 - ``autograder.reporting``: what grading leaves for people: the results, the tables and
   CSVs, the class report, the feedback's last check;
 - ``autograder.grading``: grading a class: the driver, one submission, Dask, the fork server;
-- ``autograder.cli``: the command line, ``python -m autograder``.
+- ``autograder.cli``: the command line, ``python -m autograder``;
+- ``autograder/nbgrader_config.py``: nbgrader's configuration, loaded by path (by
+  ``course.config`` and by nbgrader in a course folder), which may use every layer.
 """
 
 from __future__ import annotations

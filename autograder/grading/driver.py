@@ -34,7 +34,7 @@ from autograder.grading.submission import (
     recorded,
     submission_files,
 )
-from autograder.isolation import sandbox
+from autograder.isolation import inert, sandbox
 from autograder.reporting.results import FAILED, GRADED, Result
 from autograder.reporting.tables import _some, write_reports
 
@@ -191,7 +191,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
                 common = course_files(root, sorted({a for _, a, _ in work}), version)
                 for s, a, outcome in run(common, work, limits):
                     log_path = root / "logs" / f"{s}-{a}.log"
-                    log_path.write_text(outcome.get("log", ""))
+                    log_path.write_text(inert.text(outcome.get("log", ""), keep="\n\t"))
                     with _deferred_interrupt(), _quiet(log_path):
                         result = record(root, s, a, outcome, trusted=limits is None)
                         if result.status == GRADED:
@@ -203,7 +203,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
                     results.append(result)
                     done += 1
                     score = "" if result.auto_score is None else f"{result.auto_score:g}/{result.auto_max:g}"
-                    line = f"  {result.student:24} {result.assignment:13} {result.status:10} {score:>8}  {result.seconds:5.0f} s"
+                    line = inert.text(f"  {result.student:24} {result.assignment:13} {result.status:10} {score:>8}  "
+                                      f"{result.seconds:5.0f} s")
                     bar.write(line, file=sys.stdout) if progress else log(line)
                     bar.update()
     except KeyboardInterrupt:

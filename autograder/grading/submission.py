@@ -27,6 +27,7 @@ from autograder.grading import zygote
 from autograder.isolation import sandbox
 from autograder.reporting import feedback
 from autograder.reporting.results import FAILED, GRADED, MISNAMED, MISSING, UNREADABLE, Result
+from autograder.isolation import inert
 
 REPOSITORY = course.REPO
 
@@ -318,6 +319,7 @@ def record(root: Path, student: str, assignment: str, outcome: dict, trusted: bo
     generated = nbgrader.generate_feedback(assignment, student, force=True)
     if not generated.get("success"):
         notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
+    inert.protect_feedback(root / "feedback" / student / assignment)
     return Result(student, assignment, GRADED, scores, max_scores, notes, seconds, manual)
 
 
@@ -330,6 +332,7 @@ def recorded(root: Path, student: str, assignment: str, before: dict) -> Result:
         generated = nbgrader.generate_feedback(assignment, student, force=True)
         if not generated.get("success"):
             before["notes"] = [*before["notes"], f"feedback not written: {generated.get('error', '')[-300:]}"]
+        inert.protect_feedback(root / "feedback" / student / assignment)
     return Result(student, assignment, GRADED, scores, max_scores, before["notes"], before["seconds"], manual)
 
 

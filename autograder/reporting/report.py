@@ -10,7 +10,9 @@ from what grading left in the course folder, without grading again:
 - grades/.graded.json: the grading time of each submission;
 - release/<assignment>/: the points of each test, and which are graded by hand.
 
-Everything a student's code could have written (messages, notes) is escaped.
+Everything a student's code could have written (messages, notes) is escaped, its control
+characters shown (autograder/isolation/inert.py); the page runs no script (a Content-Security-Policy
+forbids any).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.isolation import inert
 from autograder.reporting.tables import CSV_COLUMNS, TO_GRADE
 
 REPORT = "report.html"
@@ -77,7 +80,8 @@ def _points(cells) -> list[tuple[str, float, bool]]:
 
 
 def _message(output) -> str:
-    text = f"{output.get('evalue', '')}".strip().splitlines()
+    # the first line (a carriage return or another break of splitlines() stays, shown by _e)
+    text = f"{output.get('evalue', '')}".strip().split("\n")
     return (text[0] if text else output.get("ename", "error"))[:240]
 
 
@@ -235,7 +239,8 @@ def grading_times(a: Assignment) -> str:
 
 # --- the page
 def _e(text) -> str:
-    return html.escape(str(text), quote=True)
+    """Text a student's code may have written, shown as text: escaped, control characters visible."""
+    return html.escape(inert.text(text), quote=True)
 
 
 def _names(students: list[str], most: int = 30) -> str:
@@ -321,7 +326,7 @@ def write(root: Path, assignments: list[str]) -> Path | None:
     if not found:
         return None
     nav = " ".join(f'<a href="#{_e(a.name)}">{_e(a.name)}</a>' for a in found)
-    page = (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>Class report</title>"
+    page = (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>{inert.CSP_META}<title>Class report</title>"
             f"<style>{STYLE}</style></head><body><h1>Class report</h1>"
             f"<p class=hint>From {_e(root.name)}/grades/ and autograded/; regenerate with "
             f"<code>make report</code>.</p><nav>{nav}</nav>\n"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from autograder.isolation import inert
+
 #: statuses of a submission
 GRADED = "graded"  # autograded (notes may say what went wrong in some cells)
 MISSING = "missing"  # no notebook
@@ -22,6 +24,10 @@ class Result:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     manual: list[str] = field(default_factory=list)  # answers graded by hand (not in the totals)
+
+    def __post_init__(self):
+        # notes quote the student's error messages: their control characters are shown, not obeyed
+        self.notes = [inert.text(note) for note in self.notes]
 
     @property
     def auto_score(self) -> float | None:

@@ -7,6 +7,7 @@ import csv
 import textwrap
 from pathlib import Path
 
+from autograder.isolation import inert
 from autograder.reporting.results import GRADED, MISSING, Result
 
 
@@ -28,14 +29,14 @@ def table(results: list[Result], assignment: str) -> str:
     """A text table: one row per student who handed something in, one column per test of
     the assignment; the students with nothing handed in on one line."""
     rows = [r for r in results if r.assignment == assignment and r.status != MISSING]
-    missing = sorted(r.student for r in results if r.assignment == assignment and r.status == MISSING)
+    missing = sorted(inert.text(r.student) for r in results if r.assignment == assignment and r.status == MISSING)
     tests = []
     for r in rows:
         for test in r.max_scores:
             if test not in tests:
                 tests.append(test)
     maxima = {t: next(r.max_scores[t] for r in rows if t in r.max_scores) for t in tests}
-    width = max([len("student")] + [len(r.student) for r in rows])
+    width = max([len("student")] + [len(inert.text(r.student)) for r in rows])
     header = f"{'student':{width}}  {'status':10} {'points':>7}  " + " ".join(f"T{i + 1:<3}" for i in range(len(tests)))
     lines = [f"{assignment}", header, "-" * len(header)]
     for r in rows:
@@ -44,7 +45,7 @@ def table(results: list[Result], assignment: str) -> str:
             value = r.scores.get(test, "")
             cells.append("  - " if r.status != GRADED else ("hand" if value is None else f"{value:<4g}"))
         score = "" if r.total is None else f"{r.total:g}/{r.total_max:g}"
-        lines.append(f"{r.student:{width}}  {r.status:10} {score:>7}  " + " ".join(cells))
+        lines.append(f"{inert.text(r.student):{width}}  {inert.text(r.status):10} {score:>7}  " + " ".join(cells))
     if not rows:
         lines.append("(no submission)")
     legend = ", ".join(f"T{i + 1} {_short(t)} ({maxima[t]:g})" for i, t in enumerate(tests))
@@ -55,7 +56,7 @@ def table(results: list[Result], assignment: str) -> str:
         lines += textwrap.wrap(f"missing ({len(missing)}): {_some(missing)}", WIDTH, subsequent_indent="  ", break_on_hyphens=False)
     for r in rows:
         for note in r.notes:
-            lines += textwrap.wrap(f"{r.student}: {note}", WIDTH, initial_indent="  ", subsequent_indent="      ", break_on_hyphens=False)
+            lines += textwrap.wrap(inert.text(f"{r.student}: {note}"), WIDTH, initial_indent="  ", subsequent_indent="      ", break_on_hyphens=False)
     return "\n".join(lines)
 
 
@@ -92,9 +93,10 @@ def write_reports(root: Path, results: list[Result]) -> list[Path]:
         columns = [*CSV_COLUMNS[:-1], *tests, CSV_COLUMNS[-1]]
         for r in rows:
             graded = r.status == GRADED
-            previous[r.student] = {
-                "student": r.student,
-                "status": r.status,
+            # text that reaches a spreadsheet: inert, and never a formula (autograder/isolation/inert.py)
+            previous[inert.csv_cell(r.student)] = {
+                "student": inert.csv_cell(r.student),
+                "status": inert.csv_cell(r.status),
                 "autograded": _points(r.auto_score),
                 "autograded_max": _points(r.auto_max),
                 "by_hand": _points(r.hand_score),
@@ -102,7 +104,7 @@ def write_reports(root: Path, results: list[Result]) -> list[Path]:
                 "total": _points(r.total),
                 "total_max": _points(r.total_max),
                 **{t: (TO_GRADE if r.scores.get(t, 0) is None else _points(r.scores.get(t))) if graded else "" for t in tests},
-                "notes": " | ".join(r.notes),
+                "notes": inert.csv_cell(" | ".join(r.notes)),
             }
         with path.open("w", newline="") as f:
             writer = csv.DictWriter(f, columns, extrasaction="ignore")

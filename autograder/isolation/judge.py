@@ -62,6 +62,11 @@ from autograder.isolation import channel, sandbox
 from autograder.course.preprocessors import HIDDEN, KERNEL_DIED, TAMPERING, TIME_LIMIT, is_test
 
 CHANNEL_INSIDE = f"{sandbox.SANDBOX}/lib/channel.py"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: a slow test (the learning test) is bounded by the CPU time of the student's code, which a
+#: loaded machine does not stretch; its wall-clock limit is this many times longer, for
+#: code that waits instead of computing
+SLOW_WALL_FACTOR = 3
 
 
 class StudentGone(BaseException):
@@ -153,6 +158,7 @@ class StudentProcess:
         # each cell has its own limit there; this bounds them all, and the imports
         self.setup_timeout = cell_timeout * len(cells) + 60
         self.start_failures: list[StudentGone] = []
+        self.cpu_limit: float | None = None  # cpu_seconds() at which the current test stops
         self.process: subprocess.Popen | None = None
         self.watchdog: sandbox.Watchdog | None = None
         self.generation = 0
@@ -199,6 +205,20 @@ class StudentProcess:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """The CPU time used so far by the student's process and everything it started (in
+        the sandbox: bwrap and its PID namespace), its threads included."""
+        if self.process is None:
+            return 0.0
+        ticks = 0
+        for pid in sandbox._tree(self.process.pid):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                # utime, stime, and the children that ended (cutime, cstime): each second once
+                ticks += sum(int(value) for value in fields[11:15])
+        return ticks / CLOCK_TICKS
 
     def stop(self):
         if self.process is not None:
@@ -252,6 +272,9 @@ class StudentProcess:
                 self.stop()
                 raise StudentGone(TIME_LIMIT, "time")
             ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if self.cpu_limit is not None and self.cpu_seconds() > self.cpu_limit:
+                self.stop()
+                raise StudentGone(TIME_LIMIT, "cpu")
             if not ready:
                 if self.process.poll() is not None:
                     raise self._gone(during)
@@ -537,18 +560,27 @@ class Judge:
         self.displays = []
         self.requests = 0
         limit = self.slow.get(label, self.timeout)
+        # a slow test counts the CPU time of the student's code (a loaded machine stretches
+        # its wall-clock time, not its work), within a wall-clock limit SLOW_WALL_FACTOR longer
+        cpu = label in self.slow
+        wall = limit * SLOW_WALL_FACTOR if cpu else limit
         out = io.StringIO()
         error: tuple[str, str] | None = None
         start = time.monotonic()
-        self.deadline = start + limit
+        self.deadline = start + wall
         try:
             self.ensure_started()
-            self.deadline = time.monotonic() + limit  # the set-up of a restarted process is not the test's time
+            self.deadline = time.monotonic() + wall  # the set-up of a restarted process is not the test's time
+            self.student.cpu_limit = self.student.cpu_seconds() + limit if cpu else None
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 exec(compile(source, f"<{label}>", "exec"), self.namespace)
         except StudentGone as gone:
-            if gone.ename == TIME_LIMIT:
-                error = (TIME_LIMIT, f"this cell ran over its time limit of {limit:g} s; the student's code was "
+            if gone.ename == TIME_LIMIT and gone.message == "cpu":
+                error = (TIME_LIMIT, f"this cell's student code used more than its limit of {limit:g} CPU-seconds "
+                                     "(a time limit, not a failure to learn); the student's code was stopped (and "
+                                     "started again for the next tests) and this cell scores 0")
+            elif gone.ename == TIME_LIMIT:
+                error = (TIME_LIMIT, f"this cell ran over its time limit of {wall:g} s; the student's code was "
                                      "stopped (and started again for the next tests) and this cell scores 0")
             else:
                 error = (gone.ename, gone.message)
@@ -562,6 +594,7 @@ class Judge:
         if test and self.requests and self.student.tampering:  # what was in place while this test asked
             seen = "; ".join(self.student.tampering)
             error = (TAMPERING, f"tampering suspected: the student's code {seen}; this test scores 0")
+        self.student.cpu_limit = None
         printed = out.getvalue() + "".join(self.printed)
         return {"stdout": printed[-channel.MAX_PRINTED:], "error": error, "seconds": time.monotonic() - start,
                 "displays": self.displays}

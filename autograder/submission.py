@@ -8,6 +8,7 @@ The distribution of the work is ``autograder/grade.py``'s; the sandbox is
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -142,6 +143,66 @@ def changed_cells(root: Path, student: str, assignment: str) -> list[str]:
                 notes.append(f"{kind} {meta['grade_id']} was deleted (or lost its nbgrader metadata): put back and run")
         elif mine.source.strip() != cell.source.strip():
             notes.append(f"{kind} {meta['grade_id']} was edited: graded with the release's version")
+    return notes
+
+
+#: the nbgrader metadata that decides how a cell is graded (compared with the release's)
+GRADING_KEYS = ("grade_id", "grade", "solution", "locked", "task", "points", "cell_type")
+
+
+def _shown_id(value) -> str:
+    """A grade_id from the student's notebook, shown inert (printable, bounded)."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text[:80])
+    return text + ("..." if len(str(value)) > 80 else "")
+
+
+def release_metadata(release, submitted) -> list[str]:
+    """Gives the submitted notebook the release's grading metadata, in place; notes on what
+    it ignored. A graded cell's metadata comes from the release, never from the submission:
+    the first cell with a release grade_id (and its type) gets the release's metadata (its
+    points, its kind); a second cell with that grade_id (a copied test cell), a cell with a
+    grade_id the release does not have (a new graded cell), or of another type, loses its
+    nbgrader metadata and is graded as any cell the student added (that costs nothing);
+    changed points or kinds are put back. nbgrader itself would fail the whole submission
+    on a duplicated test cell (KeyError 'grade_id')."""
+    released = {}
+    for cell in release.cells:
+        meta = cell.metadata.get("nbgrader")
+        if isinstance(meta, dict) and meta.get("grade_id"):
+            released[meta["grade_id"]] = (cell.cell_type, meta)
+    notes, seen = [], set()
+    for index, cell in enumerate(submitted.cells):
+        meta = cell.metadata.get("nbgrader")
+        if meta is None:
+            continue
+        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        key = grade_id if isinstance(grade_id, str) else None
+        original = released.get(key)
+        if original is not None and key not in seen and original[0] == cell.cell_type:
+            seen.add(key)
+            if any(meta.get(k) != original[1].get(k) for k in GRADING_KEYS):
+                notes.append(f"metadata of cell {_shown_id(grade_id)} forged or duplicated: ignored "
+                             "(graded with the release's)")
+            cell.metadata["nbgrader"] = copy.deepcopy(original[1])
+            continue
+        del cell.metadata["nbgrader"]
+        claims = not isinstance(meta, dict) or any(meta.get(k) for k in ("grade", "solution", "locked", "task"))
+        if claims or original is not None:
+            label = _shown_id(grade_id) if grade_id is not None else f"cell {index + 1}"
+            notes.append(f"metadata of cell {label} forged or duplicated: ignored")
+    return list(dict.fromkeys(notes))
+
+
+def use_release_metadata(root: Path, student: str, assignment: str) -> list[str]:
+    """Rewrites the submission's notebook in ``root`` (a worker's own copy) with the
+    release's grading metadata (``release_metadata``); the notes."""
+    path = root / "submitted" / student / assignment / f"{assignment}.ipynb"
+    release = nbformat.read(str(root / "release" / assignment / f"{assignment}.ipynb"), as_version=4)
+    submitted = nbformat.read(str(path), as_version=4)
+    notes = release_metadata(release, submitted)
+    if notes:
+        nbformat.write(submitted, str(path))
     return notes
 
 

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from autograder import course, sandbox
 from autograder.reports import _some, table, write_reports
 from autograder.submission import (
+    BUDGET,
     FAILED,
     GRADED,
     Result,
@@ -151,7 +152,7 @@ def ensure_released(root: Path, assignments: list[str]) -> None:
 
 def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment: str | None = None,
           jobs: int = 2, log=print, progress: bool = False, limits: sandbox.Limits | None = sandbox.Limits(),
-          scheduler: str | None = None, force: bool = False, engine=None) -> list[Result]:
+          scheduler: str | None = None, force: bool = False, engine=None, budget: float | None = None) -> list[Result]:
     """Grades the submissions (all, or one student's, or one assignment's); returns the results.
 
     Submissions that cannot be graded (missing, misnamed, unreadable) are found here at
@@ -162,7 +163,9 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     graded again unless ``force``. ``progress`` shows a bar (counts, ETA). Students' code
     runs in the sandbox with ``limits`` (None: without a sandbox, and every row says so);
     a machine where no sandbox can start is a CourseError. ``engine`` replaces Dask
-    (``distribute.engine``) by another (the benchmark's process pool).
+    (``distribute.engine``) by another (the benchmark's process pool). ``budget``: each
+    submission's time budget in seconds, for the kernel, the student's process and the judge
+    together (None: the sum of its assignment's cell time limits plus 120 s).
     """
     from autograder import distribute
 
@@ -202,7 +205,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
             except course.CourseError as error:
                 results.append(Result(s, a, FAILED, notes=[str(error)]))
                 continue
-            digests[(s, a)] = submission_digest(root, s, a, files, version, limits)
+            digests[(s, a)] = submission_digest(root, s, a, files, version, limits if budget is None else (limits, budget))
             before = state.get(f"{s}/{a}")
             if before and before["digest"] == digests[(s, a)]:
                 with _quiet(root / "logs" / f"{s}-{a}.log"):
@@ -231,6 +234,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
         if work:
             with (engine or distribute.engine)(scheduler, jobs, log) as run, bar:
                 common = course_files(root, sorted({a for _, a, _ in work}), version)
+                if budget is not None:
+                    common = {**common, BUDGET: str(float(budget)).encode()}
                 for s, a, outcome in run(common, work, limits):
                     log_path = root / "logs" / f"{s}-{a}.log"
                     log_path.write_text(outcome.get("log", ""))
@@ -316,6 +321,9 @@ def main(argv=None) -> int:
                         help="CPU seconds of a submission's kernel (default %(default)s)")
     parser.add_argument("--scheduler", default=os.environ.get("SCHEDULER") or None,
                         help="a Dask cluster's scheduler, tcp://HOST:PORT (default: a local cluster of --jobs workers)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds a submission may take in all: its kernel, its student's process and the judge "
+                             "together (default: the sum of its assignment's cell time limits, plus 120 s)")
     parser.add_argument("--force", action="store_true",
                         help="grade every submission again, even those unchanged since they were graded")
     args = parser.parse_args(argv)
@@ -323,7 +331,7 @@ def main(argv=None) -> int:
     try:
         root = course_root(args.root)
         results = grade(root, args.student, args.assignment, args.jobs, progress=True, limits=limits,
-                        scheduler=args.scheduler, force=args.force)
+                        scheduler=args.scheduler, force=args.force, budget=args.budget)
     except course.CourseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -391,6 +391,9 @@ class Judge:
 
     def finish(self, answer: dict):
         printed = answer.get("printed")
+        dropped = answer.get("printed_dropped")
+        if type(dropped) is int and 0 < dropped < 2**40:  # the student's process's word: only shown
+            self.dropped += dropped
         if type(printed) is str and printed:
             size = len(printed.encode(errors="replace"))
             room = MAX_TEST_PRINTED - self.printed_size

@@ -219,7 +219,8 @@ class CourseExecute(Execute):
                             "interrupted (an infinite loop?)"
                         )
                         output.traceback = [f"{TIME_LIMIT}: {output.evalue}"]
-                    if over_budget:
+                    if over_budget:  # the interruption's own traceback says nothing more
+                        cell.outputs = [o for o in cell.outputs if o.get("ename") != "KeyboardInterrupt"]
                         start = len(self.nb.cells)
                         break
                     if not timed_out:  # replaying it would cost the time limit again

@@ -72,21 +72,21 @@ def inert(text: str) -> str:
 
 def relay(stream, who: str, limit: int = MAX_RELAYED) -> threading.Thread:
     """Reads what a sandboxed process writes on its standard output or error (a pipe: no
-    file of the host is theirs to fill) and copies at most ``limit`` bytes of it to this
-    process's stderr (the grader's log), each line prefixed ``[who] `` with its control
-    characters made visible; the rest is read, counted and said, never kept."""
+    file of the host is theirs to fill) and copies its first lines to this process's stderr
+    (the grader's log), each prefixed ``[who] `` with its control characters made visible,
+    ``limit`` characters in all; the rest is read, counted and said, never kept."""
 
     def run():
         kept = dropped = 0
         try:
             for line in iter(lambda: stream.readline(4096), b""):
-                if kept >= limit:
+                shown = f"[{who}] {inert(line.decode(errors='replace').rstrip(chr(10)))}\n"
+                if kept + len(shown) > limit:  # what the log gets counts, its marks included
                     dropped += len(line)
+                    kept = limit
                     continue
-                text = line[:limit - kept]
-                kept += len(text)
-                dropped += len(line) - len(text)
-                sys.stderr.write(f"[{who}] {inert(text.decode(errors='replace').rstrip(chr(10)))}\n")
+                kept += len(shown)
+                sys.stderr.write(shown)
                 sys.stderr.flush()
         except (OSError, ValueError):
             pass

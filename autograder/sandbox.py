@@ -59,6 +59,8 @@ ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "localtim
 #: bytes of what a sandboxed process writes on its own standard output and error that the
 #: grader's log keeps (each line marked as the student's: it cannot forge a line of the log)
 MAX_RELAYED = 16_384
+#: size of the sandbox's /dev/shm (POSIX shared memory, semaphores); the rest of /dev is read-only
+SHM = 16 * MB
 #: where, inside the sandbox, the kernel binds its sockets: its own /tmp (within the disk
 #: limit); the grader reaches them through /proc/<pid>/root (no folder of the host is writable)
 KERNEL_IPC = "/tmp/kernel"
@@ -226,6 +228,8 @@ def command(inner: list[str], submission: Path, ipc_dir: Path | None, limits: Li
         # the tmpfs first: the runtime (a virtual environment under /tmp, say) is mounted over it
         "--size", str(limits.disk), "--tmpfs", "/tmp",
         "--size", str(limits.disk), "--tmpfs", f"{SANDBOX}/work",
+        # /dev read-only (bwrap's is a tmpfs of half the RAM), with a small /dev/shm of its own
+        "--remount-ro", "/dev", "--size", str(SHM), "--tmpfs", "/dev/shm",
         *_ro(_runtime_paths()),
         "--ro-bind", str(submission), f"{SANDBOX}/submission",
         *(["--ro-bind", str(ipc_dir), str(ipc_dir)] if ipc_dir is not None else []),

@@ -190,7 +190,15 @@ def release_metadata(release, submitted) -> list[str]:
         if claims or original is not None:
             label = _shown_id(grade_id) if grade_id is not None else f"cell {index + 1}"
             notes.append(f"metadata of cell {label} forged or duplicated: ignored")
-    return list(dict.fromkeys(notes))
+    notes = list(dict.fromkeys(notes))
+    if len(notes) > MAX_METADATA_NOTES:  # a notebook of thousands of forged cells gets a few lines
+        notes[MAX_METADATA_NOTES:] = [f"and {len(notes) - MAX_METADATA_NOTES} more cells whose metadata was forged "
+                                      "or duplicated: ignored"]
+    return notes
+
+
+#: notes on forged or duplicated cells kept per submission
+MAX_METADATA_NOTES = 10
 
 
 def use_release_metadata(root: Path, student: str, assignment: str) -> list[str]:

@@ -257,10 +257,26 @@ for _folder in _ipc:  # the folder of the kernel's connection file: read-only
     except OSError as _error:
         print("probe ipc: refused", type(_error).__name__)
 print("probe ipc:", len(_ipc), "folders")
-_line = ("\\n{FORGED_LOG_LINE}\\n" * 64).encode()
-for _fd in (0, 1, 2):  # 3 x 32 MB at most, on the standard descriptors it was given
+for _folder, _size in (("/dev", 1), ("/dev/shm", 64)):  # 65 MB at most, removed
+    _written = 0
     try:
-        for _ in range(2**25 // len(_line)):
+        with open(_folder + "/probe-dev.bin", "wb") as _f:
+            for _ in range(_size):
+                _f.write(b"\\0" * 2**20)
+                _f.flush()
+                _written += 1
+        print("probe", _folder, "written:", _written, "MB")
+    except OSError:
+        print("probe", _folder, "stopped at", _written, "MB")
+    finally:
+        try:
+            _os.remove(_folder + "/probe-dev.bin")
+        except OSError:
+            pass
+_line = ("\\n{FORGED_LOG_LINE}\\n" * 64).encode()
+for _fd in (0, 1, 2):  # 3 x 8 MB at most, on the standard descriptors it was given
+    try:
+        for _ in range(2**23 // len(_line)):
             _os.write(_fd, _line)
     except OSError:
         pass'''
@@ -277,8 +293,8 @@ for _fd in (0, 1, 2):  # 3 x 32 MB at most, on the standard descriptors it was g
                loses=SOFT_UPDATE, edits=[sleeps],
                notes=(f"the submission's time budget of {SLEEPS_BUDGET} s ran out at test_soft_update_value",)),
         Sample("probe-huge-print", DDPG, "prints 32 MB in a cell and in compute_actor_loss", edits=[huge]),
-        Sample("probe-writes", DDPG, "writes 32 MB of forged log lines on its standard descriptors, and in the "
-               "folder of the kernel's connection file", edits=[_top(writes)]),
+        Sample("probe-writes", DDPG, "writes 8 MB of forged log lines on each of its standard descriptors, in the "
+               "folder of the kernel's connection file, in /dev and /dev/shm", edits=[_top(writes)]),
         Sample("probe-forged-cells", DDPG, "a copy of a test cell (pass, 1e9 points) before it, raised points, a new "
                "graded cell",
                notes=(f"metadata of cell test_critic_loss_value {forged_note}",

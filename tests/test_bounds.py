@@ -160,5 +160,32 @@ def test_the_kernel_binds_its_sockets_in_the_sandbox_and_sees_its_connection_fil
     assert sandbox.SandboxKernelManager().ip == sandbox.KERNEL_IPC
 
 
+def test_the_sandbox_can_write_its_two_folders_and_a_small_dev_shm_only(tmp_path):
+    import subprocess
+
+    try:
+        bwrap = sandbox.check_available()
+    except sandbox.SandboxUnavailable as error:
+        pytest.skip(str(error))
+    probe = """
+import os
+for folder, size in (("/dev", 1), ("/dev/shm", 64), ("/sandbox/submission", 1), ("/", 1), ("/etc", 1)):
+    written = 0
+    try:
+        with open(folder + "/probe.bin", "wb") as f:
+            for _ in range(size):
+                f.write(b"0" * 2**20)
+                f.flush()
+                written += 1
+        print(folder, "written", written)
+    except OSError as error:
+        print(folder, "stopped at", written, "MB")
+"""
+    command = sandbox.command([sys.executable, "-c", probe], tmp_path, None, sandbox.Limits(), bwrap)
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout.splitlines()
+    assert out == ["/dev stopped at 0 MB", f"/dev/shm stopped at {sandbox.SHM // 2**20} MB",
+                   "/sandbox/submission stopped at 0 MB", "/ stopped at 0 MB", "/etc stopped at 0 MB"], out
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))

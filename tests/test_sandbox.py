@@ -275,6 +275,7 @@ def test_outputs_are_cut_at_their_byte_limits(sandboxed):
 def test_the_sandbox_writes_nothing_unbounded_on_the_host_and_no_line_of_the_log(sandboxed):
     text = _outputs(sandboxed, "probe-writes")
     assert "probe ipc: refused OSError" in text and "probe ipc: 1 folders" in text  # the kernel's, read-only
+    assert "probe /dev stopped at 0 MB" in text and "probe /dev/shm stopped at 16 MB" in text
     log = (sandboxed["root"] / "logs" / "probe-writes-01-ddpg.log").read_text()
     assert hostile_class.FORGED_LOG_LINE in log  # relayed, marked as the student's
     forged = [line for line in log.splitlines() if hostile_class.FORGED_LOG_LINE in line]

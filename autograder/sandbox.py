@@ -8,9 +8,13 @@ What the kernel sees (everything else does not exist for it):
 - its own submission, as a copy: the submission's folder is mounted read-only at
   /sandbox/submission and copied into /sandbox/work, its working directory, a private
   tmpfs of ``disk`` bytes (with /tmp, another one);
-- the folder of its connection file and IPC sockets, through which the grader talks to
-  it (ZeroMQ over Unix sockets: the kernel has no network at all, not even loopback to
-  the host).
+- the folder of its connection file, read-only; the kernel binds its ZeroMQ sockets
+  (Unix sockets: it has no network at all, not even loopback to the host) in its own
+  /tmp, where the grader reaches them through /proc/<pid>/root.
+
+What it can write: its working directory and /tmp (tmpfs of ``disk`` bytes each) and
+/dev/shm (``SHM``); /dev and everything else are read-only. Its standard output and
+error are pipes that the grader relays to its log, bounded and marked as the student's.
 
 It does not see the course folder (source/, release/, gradebook.db, autograded/,
 feedback/, logs/, other students' submissions), the repository (solutions/, .git) or

@@ -74,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
                        help="the sandbox's memory limit, in GB (default %(default)g)")
     grade.add_argument("--cpu-seconds", type=int, default=sandbox.Limits.cpu_seconds,
                        help="CPU seconds of a submission's kernel (default %(default)s)")
+    grade.add_argument("--budget", type=float, default=None,
+                       help="seconds a submission may take in all: its kernel, its student's process and the judge "
+                            "together (default: the sum of its assignment's cell time limits, plus 120 s)")
     _root_argument(commands.choices["report"])
     formgrader = commands.choices["formgrader"]
     _root_argument(formgrader)
@@ -138,7 +141,7 @@ def grade(args) -> int:
     limits = None if args.trusted else sandbox.Limits(memory=int(args.memory * sandbox.GB), cpu_seconds=args.cpu_seconds)
     root = course_root(args.root)
     results = grade_class(root, args.student, args.assignment, args.jobs, progress=True, limits=limits,
-                          scheduler=args.scheduler, force=args.force)
+                          scheduler=args.scheduler, force=args.force, budget=args.budget)
     print()
     for assignment in sorted({r.assignment for r in results}):
         print(table(results, assignment))

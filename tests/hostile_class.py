@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sample_class import CRITIC_LOSS, DDPG, Edit, Sample, write_sample
+from sample_class import CRITIC_LOSS, DDPG, TD3, Edit, Sample, write_sample
 
 SOFT_UPDATE = ("test_soft_update_value", "test_soft_update_hidden")
 
@@ -126,6 +126,7 @@ with open("left-by-probe.txt", "w") as _f:  # in the submission's own folder, if
                  "    with torch.no_grad():\n")]),
         Sample("probe-disk", DDPG, "fills the disk", edits=[_top(disk)]),
         markup_probe(),
+        *[sample for sample in bounds_probes() if sample.student != "probe-sleeps"],
     ]
 
 
@@ -306,8 +307,131 @@ def forged_side_effects(hide: bool) -> Edit:
         "    with torch.no_grad():\n"))
 
 
-def write_hostile_class(root: Path, repo: Path, port: int) -> list[Sample]:
-    samples = probes(root, repo, port)
+#: cells a probe adds to its notebook (student -> [(after grade_id, source, nbgrader metadata or None)])
+ADDED: dict[str, list[tuple[str, str, dict | None]]] = {}
+
+#: the time budget of the course of probe-sleeps (s): the probe needs more
+SLEEPS_BUDGET = 20
+#: what a test keeps of the student's prints, and a cell of the student's outputs (bytes)
+HUGE_PRINT = 32 * 2**20
+#: a line the student's code writes on every output it has, to forge a line of the grader's log
+FORGED_LOG_LINE = "[ERROR] forged by the student: this submission scores 100"
+
+
+def bounds_probes() -> list[Sample]:
+    """Submissions that try to hold a worker, flood the outputs, write past the disk limit
+    or make themselves ungradable (issue 21): each is a correct DDPG otherwise."""
+    sleeps = Edit("ddpg-soft-update", "    with torch.no_grad():\n",
+                  "    import time\n"
+                  "    for _ in range(50):  # 25 s, under the test's limit of 30 s; the budget runs out first\n"
+                  "        time.sleep(0.5)\n"
+                  "    with torch.no_grad():\n")
+    ADDED["probe-sleeps"] = [("ddpg-actor-loss", "import time\nfor _ in range(50):\n    time.sleep(0.5)", None)
+                             for _ in range(3)]
+    huge = Edit("ddpg-actor-loss", "    return -q_values.mean()",
+                f"    print('x' * {HUGE_PRINT})\n    return -q_values.mean()")
+    ADDED["probe-huge-print"] = [("ddpg-actor-loss", f"print('y' * {HUGE_PRINT})", None)]
+    writes = f'''import glob as _glob, os as _os
+_ipc = [_path for _path in _glob.glob("/tmp/course-kernel-*") if _os.path.isdir(_path)]
+for _folder in _ipc:  # the folder of the kernel's connection file: read-only
+    try:
+        with open(_folder + "/probe-ipc.bin", "wb") as _f:
+            _f.write(b"\\0" * 2**20)
+        _os.remove(_folder + "/probe-ipc.bin")
+        print("probe ipc: written")
+    except OSError as _error:
+        print("probe ipc: refused", type(_error).__name__)
+print("probe ipc:", len(_ipc), "folders")
+for _folder, _size in (("/dev", 1), ("/dev/shm", 64)):  # 65 MB at most, removed
+    _written = 0
+    try:
+        with open(_folder + "/probe-dev.bin", "wb") as _f:
+            for _ in range(_size):
+                _f.write(b"\\0" * 2**20)
+                _f.flush()
+                _written += 1
+        print("probe", _folder, "written:", _written, "MB")
+    except OSError:
+        print("probe", _folder, "stopped at", _written, "MB")
+    finally:
+        try:
+            _os.remove(_folder + "/probe-dev.bin")
+        except OSError:
+            pass
+_line = ("\\n{FORGED_LOG_LINE}\\n" * 64).encode()
+for _fd in (0, 1, 2):  # 3 x 8 MB at most, on the standard descriptors it was given
+    try:
+        for _ in range(2**23 // len(_line)):
+            _os.write(_fd, _line)
+    except OSError:
+        pass'''
+    forged_copy = {"grade": True, "grade_id": "test_critic_loss_value", "locked": True, "points": 1e9,
+                   "schema_version": 3, "solution": False, "task": False, "cell_type": "code"}
+    new_graded = {"grade": True, "grade_id": "test_bonus", "locked": False, "points": 100,
+                  "schema_version": 3, "solution": False, "task": False, "cell_type": "code"}
+    ADDED["probe-forged-cells"] = [("test_critic_loss_is_a_scalar", "pass", forged_copy),
+                                   ("test_soft_update_hidden", "pass", new_graded)]
+    ADDED["probe-duplicated-cell"] = [("test_actor_loss", None, "copy")]
+    forged_note = "forged or duplicated: ignored"
+    return [
+        Sample("probe-sleeps", DDPG, "many short sleeps, each under its cell's limit: over the submission's budget",
+               loses=SOFT_UPDATE, edits=[sleeps],
+               notes=(f"the submission's time budget of {SLEEPS_BUDGET} s ran out at test_soft_update_value",)),
+        Sample("probe-huge-print", DDPG, "prints 32 MB in a cell and in compute_actor_loss", edits=[huge]),
+        Sample("probe-writes", DDPG, "writes 8 MB of forged log lines on each of its standard descriptors, in the "
+               "folder of the kernel's connection file, in /dev and /dev/shm", edits=[_top(writes)]),
+        Sample("probe-forged-cells", DDPG, "a copy of a test cell (pass, 1e9 points) before it, raised points, a new "
+               "graded cell",
+               notes=(f"metadata of cell test_critic_loss_value {forged_note}",
+                      f"metadata of cell test_actor_loss {forged_note}",
+                      f"metadata of cell test_bonus {forged_note}")),
+        Sample("probe-duplicated-cell", DDPG, "a test cell copied by accident (as is, with its metadata)",
+               notes=(f"metadata of cell test_actor_loss {forged_note}",)),
+    ]
+
+
+def td3_probes() -> list[Sample]:
+    """A TD3 whose evaluation history claims its best policy at its 100,001st evaluation:
+    the judge would replay them all (0.5 s each); it refuses."""
+    claims = Edit("td3-run", '            td3.logger.add_log("critic_loss", critic_loss, td3.nb_steps)',
+                  '            td3.logger.add_log("critic_loss", critic_loss, td3.nb_steps)\n'
+                  "    if getattr(td3, 'eval_history', None):\n"
+                  "        td3.eval_history.extend([(0, torch.full((10,), -1e9))] * 100_000)\n"
+                  "        td3.eval_history.append((td3.nb_steps, torch.full((10,), 1e9)))")
+    return [Sample("probe-evaluations", TD3, "claims its best policy at evaluation 100,007", loses=("test_td3_learns",),
+                   trains=True, edits=[claims],
+                   notes=("test_td3_learns:", "the grader replays at most 20 evaluations",
+                          "refused, not replayed"))]
+
+
+def _add_cells(path: Path, student: str) -> None:
+    """The cells ADDED[student], in the notebook at ``path``."""
+    import copy
+
+    import nbformat
+
+    notebook = nbformat.read(str(path), as_version=4)
+    for after, source, meta in ADDED.get(student, []):
+        index = next(i for i, c in enumerate(notebook.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == after)
+        if meta == "copy":  # the cell itself, copied with its metadata, just after it
+            cell = copy.deepcopy(notebook.cells[index])
+            cell.id = cell.id + "-copy"
+        else:
+            cell = nbformat.v4.new_code_cell(source)
+            if meta is not None:
+                cell.metadata["nbgrader"] = dict(meta)
+        notebook.cells.insert(index + 1, cell)
+    if student == "probe-forged-cells":  # and the points of a test raised
+        for cell in notebook.cells:
+            if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_actor_loss":
+                cell.metadata["nbgrader"]["points"] = 1000
+    nbformat.write(notebook, str(path))
+
+
+def write_hostile_class(root: Path, repo: Path, port: int, samples: list[Sample] | None = None) -> list[Sample]:
+    samples = probes(root, repo, port) if samples is None else samples
     for sample in samples:
-        write_sample(sample, Path(root) / "submitted")
+        path = write_sample(sample, Path(root) / "submitted")
+        if sample.student in ADDED or sample.student == "probe-forged-cells":
+            _add_cells(path, sample.student)
     return samples

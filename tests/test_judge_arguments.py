@@ -1,6 +1,6 @@
 """What a student's function did to its arguments is read by the judge itself: the tensors of a
 call live in memory shared with the student's process, so that a process that reports "in place"
-for a tensor it replaced gains nothing (autograder/judge.py, Arena)."""
+for a tensor it replaced gains nothing (autograder/isolation/judge.py, Arena)."""
 
 from __future__ import annotations
 

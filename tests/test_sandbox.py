@@ -129,9 +129,10 @@ def _feedback(run, student):
 PROBES = ["ddpg-solution", "probe-read", "probe-write", "probe-network", "probe-memory", "probe-fork", "probe-disk"]
 TAMPERING = [sample.student for sample in hostile_class.tampering_probes()]
 MARKUP = "probe-markup"
+BOUNDS = [sample.student for sample in hostile_class.bounds_probes() if sample.student != "probe-sleeps"]
 
 
-@pytest.mark.parametrize("student", PROBES + TAMPERING + [MARKUP])
+@pytest.mark.parametrize("student", PROBES + TAMPERING + [MARKUP] + BOUNDS)
 def test_each_probe_gets_exactly_its_expected_outcome(sandboxed, student):
     sample, result = sandboxed["samples"][student], sandboxed["results"][student]
     assert result.status == "graded", result.notes
@@ -351,3 +352,94 @@ def test_no_student_markup_runs_in_the_instructor_browser(sandboxed, tmp_path):
     assert blocked == {}, blocked
     # and honest content still shows: the probe's pixel and the text of its HTML output
     assert "<b>probe markup</b>" in written and "data:image/png;base64,iVBORw0KGgo" in written
+
+
+# --- issue 21: every output bounded in size, the sandbox writes nothing on the host that
+# --- is not bounded, graded cells from the release, every part of grading bounded in time
+
+#: what a submission's files may weigh once graded (the honest ones: 0.06 MB autograded,
+#: 0.23 MB of feedback): the notebook's outputs are cut at 1 MB, a test's prints at 20,000
+#: characters
+MAX_AUTOGRADED, MAX_FEEDBACK = 1_500_000, 2_000_000
+#: a log of the grader: the worker's last 200,000 bytes, and what the driver's nbgrader says
+MAX_LOG = 300_000
+
+
+def _outputs(run, student):
+    notebook = run["root"] / "autograded" / student / "01-ddpg" / "01-ddpg.ipynb"
+    cells = json.loads(notebook.read_text())["cells"]
+    return "\n".join(str(output.get("text", "")) + str(output.get("evalue", ""))
+                     for cell in cells for output in cell.get("outputs", []))
+
+
+def test_outputs_are_cut_at_their_byte_limits(sandboxed):
+    root = sandboxed["root"]
+    for student in sandboxed["results"]:
+        for path in (root / "autograded" / student).rglob("*.ipynb"):
+            assert path.stat().st_size < MAX_AUTOGRADED, (student, path.stat().st_size)
+        for path in (root / "feedback" / student).rglob("*.html"):
+            assert path.stat().st_size < MAX_FEEDBACK, (student, path.stat().st_size)
+    for path in (root / "logs").iterdir():
+        assert path.stat().st_size < MAX_LOG, (path.name, path.stat().st_size)
+    text = _outputs(sandboxed, "probe-huge-print")
+    # the cell that printed 32 MB in the kernel, and the test whose function printed 32 MB twice
+    assert re.search(r"\[33\d{6} bytes of output dropped: the grader keeps 100000 bytes of a cell's output", text)
+    assert re.search(r"\[67\d{6} bytes of printed output dropped: a test keeps 20000 characters\]", text)
+
+
+def test_the_sandbox_writes_nothing_unbounded_on_the_host_and_no_line_of_the_log(sandboxed):
+    text = _outputs(sandboxed, "probe-writes")
+    assert "probe ipc: refused OSError" in text and "probe ipc: 1 folders" in text  # the kernel's, read-only
+    assert "probe /dev stopped at 0 MB" in text and "probe /dev/shm stopped at 16 MB" in text
+    log = (sandboxed["root"] / "logs" / "probe-writes-01-ddpg.log").read_text()
+    assert hostile_class.FORGED_LOG_LINE in log  # relayed, marked as the student's
+    forged = [line for line in log.splitlines() if hostile_class.FORGED_LOG_LINE in line]
+    assert all(line.startswith("[student's kernel] ") for line in forged), forged[:3]
+    assert len(log) < MAX_LOG
+
+
+def test_graded_cells_come_from_the_release(sandboxed):
+    expected = sample_class.max_scores("01-ddpg")
+    for student in ("probe-forged-cells", "probe-duplicated-cell"):
+        assert sandboxed["results"][student].max_scores == expected, sandboxed["results"][student].max_scores
+
+
+def _alone(folder, samples, options, assignment):
+    """A course of ``samples`` alone, graded with ``options``: {root, samples, results}."""
+    root = REPO / folder
+    shutil.rmtree(root, ignore_errors=True)
+    hostile_class.write_hostile_class(root, REPO, 0, samples)
+    run = subprocess.run([sys.executable, "-m", "autograder", "grade", "--root", folder, "--assignment", assignment,
+                          "--json", f"{folder}/results.json", "--jobs", "1", *options], cwd=REPO,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = {d["student"]: Result(**d) for d in json.loads((root / "results.json").read_text())}
+    return {"root": root, "samples": {s.student: s for s in samples}, "results": results}
+
+
+def test_a_submission_is_stopped_at_its_time_budget():
+    # 3 cells of 50 sleeps of 0.5 s in the kernel, 25 s of sleeps in soft_update_params: each
+    # under its cell's limit (30 s), together over the submission's budget
+    samples = [s for s in hostile_class.bounds_probes() if s.student == "probe-sleeps"]
+    budget = hostile_class.SLEEPS_BUDGET
+    run = _alone("outputs/budget course", samples, ["--budget", str(budget)], "01-ddpg")
+    sample, result = samples[0], run["results"]["probe-sleeps"]
+    assert result.status == "graded", result.notes
+    assert result.scores == sample_class.expected_scores(sample, sample_class.max_scores("01-ddpg")), result.notes
+    for text in sample.notes:
+        assert any(text in note for note in result.notes), (text, result.notes)
+    # the kernel, too, stopped at the budget (in its first cell of sleeps)
+    assert any(re.fullmatch(rf"cell \d+: the submission's time budget of {budget} s ran out during this cell.*", note)
+               for note in result.notes), result.notes
+    assert result.seconds < budget + 20, result.seconds
+
+
+def test_a_best_policy_claimed_at_a_huge_evaluation_is_refused_not_replayed():
+    samples = hostile_class.td3_probes()
+    run = _alone("outputs/evaluations course", samples, [], "02-td3")
+    sample, result = samples[0], run["results"]["probe-evaluations"]
+    assert result.status == "graded", result.notes
+    assert result.scores == sample_class.expected_scores(sample, sample_class.max_scores("02-td3")), result.notes
+    for text in sample.notes:
+        assert any(text in note for note in result.notes), (text, result.notes)
+    assert result.seconds < 240, result.seconds  # the learning test trains for about 75 s; no replay

@@ -22,7 +22,7 @@ def load_config():
 
 
 def api(root: Path | None = None, kernel: dict | None = None, verdicts: Path | None = None, record: bool = False,
-        judge_pid: int = 0):
+        judge_pid: int = 0, deadline: float = 0.0, budget: float = 0.0):
     """An NbGraderAPI that reads the course's configuration (it does not by itself).
 
     ``root`` replaces the course folder (autograder/) and its gradebook. ``kernel``, the
@@ -67,6 +67,9 @@ def api(root: Path | None = None, kernel: dict | None = None, verdicts: Path | N
     if verdicts is not None:
         config.CourseExecute.verdicts = config.JudgeVerdicts.verdicts = str(Path(verdicts).resolve())
         config.JudgeVerdicts.judge_pid = judge_pid
+    if deadline:  # the submission's time budget (s) runs out at deadline (a time.time())
+        config.CourseExecute.deadline = config.JudgeVerdicts.deadline = deadline
+        config.CourseExecute.budget = budget
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
 

@@ -19,13 +19,15 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
+import time
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import from_dict
 from nbformat.notebooknode import NotebookNode
-from traitlets import Integer, List, Unicode
+from traitlets import Float, Integer, List, Unicode
 
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbgrader.preprocessors.execute import UnresponsiveKernelError
@@ -35,6 +37,21 @@ TIME_LIMIT = "TimeLimitExceeded"
 KERNEL_DIED = "KernelDied"
 TAMPERING = "TamperingSuspected"  # a test that ran while the student's code had tampered (judge.py)
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", re.S)
+#: what the student's code prints or displays that the executed notebook keeps (bytes)
+MAX_CELL_OUTPUT = 100_000  # per cell
+MAX_OUTPUT = 1_000_000  # per submission
+#: an error output's message and traceback are kept up to this (bytes, each)
+MAX_ERROR_OUTPUT = 10_000
+#: seconds the judge has past the submission's budget to write its verdicts, before it is killed
+JUDGE_GRACE = 60
+OUTPUT_TYPES = ("stream", "display_data", "execute_result", "error", "update_display_data")
+
+
+def budget_note(budget: float, during: bool) -> str:
+    if during:
+        return (f"the submission's time budget of {budget:g} s ran out during this cell: it was interrupted, and "
+                "the cells after it were not run")
+    return f"the submission's time budget of {budget:g} s ran out before this cell: it and the cells after it were not run"
 
 
 def grade_id(cell) -> str | None:
@@ -59,11 +76,74 @@ class CourseExecute(Execute):
     max_restarts = Integer(5, help="kernel restarts per notebook before giving up").tag(config=True)
     verdicts = Unicode("", help="the judge's verdicts (autograder/isolation/judge.py): when set, the test cells are "
                                 "not run in the student's kernel; JudgeVerdicts writes their outputs").tag(config=True)
+    deadline = Float(0.0, help="time.time() when the submission's time budget runs out (0: none); no cell "
+                               "runs past it").tag(config=True)
+    budget = Float(0.0, help="the submission's time budget (s), for the notes").tag(config=True)
+    max_cell_output = Integer(MAX_CELL_OUTPUT, help="bytes of output kept per cell").tag(config=True)
+    max_output = Integer(MAX_OUTPUT, help="bytes of output kept per notebook").tag(config=True)
 
     def _get_timeout(self, cell):
         if cell is not None and grade_id(cell) in self.slow_cells:
-            return self.slow_timeout
-        return super()._get_timeout(cell)
+            timeout = self.slow_timeout
+        else:
+            timeout = super()._get_timeout(cell)
+        if self.deadline and os.environ.get("NBGRADER_EXECUTION") == "autograde":
+            left = max(1, int(self.deadline - time.time() + 1))
+            timeout = left if timeout is None or timeout < 0 else min(timeout, left)
+        return timeout
+
+    def _over_budget(self) -> bool:
+        return bool(self.deadline) and time.time() >= self.deadline
+
+    # --- outputs bounded in bytes, per cell and per notebook, as they arrive
+    def process_message(self, msg, cell, cell_index):
+        if msg.get("msg_type") in OUTPUT_TYPES or str(msg.get("msg_type")).startswith("comm"):
+            msg = self._bounded(msg)
+            if msg is None:
+                return None
+        return super().process_message(msg, cell, cell_index)
+
+    def _bounded(self, msg):
+        """The message, cut to what the limits leave (None: dropped); the dropped bytes are counted."""
+        content = msg.get("content", {})
+        if msg["msg_type"] == "error":  # always kept (the grader's notes name it), its text bounded
+            content["evalue"] = str(content.get("evalue", ""))[:MAX_ERROR_OUTPUT]
+            trace, size = [], 0
+            for line in reversed([str(t) for t in content.get("traceback", [])]):
+                size += len(line)
+                if size > MAX_ERROR_OUTPUT:
+                    break
+                trace.append(line)
+            content["traceback"] = trace[::-1]
+            return msg
+        size = len(json.dumps(content, default=str).encode(errors="replace"))
+        room = min(self.max_cell_output - self._cell_bytes, self.max_output - self._total_bytes)
+        if size <= room:
+            self._cell_bytes += size
+            self._total_bytes += size
+            return msg
+        if msg["msg_type"] == "stream" and room > 0:  # the head of the text, as far as it fits
+            data = str(content.get("text", "")).encode(errors="replace")
+            kept = data[:room].decode(errors="ignore")
+            self._dropped += len(data) - len(kept.encode())
+            self._cell_bytes += room
+            self._total_bytes += room
+            content["text"] = kept
+            return msg
+        self._dropped += size
+        return None
+
+    def preprocess_cell(self, cell, resources, index):
+        self._cell_bytes = self._dropped = 0
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        finally:
+            if self._dropped:
+                cell.setdefault("outputs", []).append(NotebookNode(
+                    output_type="stream", name="stdout",
+                    text=f"\n[{self._dropped} bytes of output dropped: the grader keeps {self.max_cell_output} bytes "
+                         f"of a cell's output, {self.max_output} of a notebook's]\n"))
+                self._notes_dropped += self._dropped
 
     def preprocess(self, nb, resources=None, km=None):
         from nbclient import NotebookClient
@@ -72,15 +152,19 @@ class CourseExecute(Execute):
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
         grading = os.environ.get("NBGRADER_EXECUTION") == "autograde"
+        self._cell_bytes = self._total_bytes = self._dropped = self._notes_dropped = 0
         done: list[int] = []  # cells that ran without killing the kernel, to replay after a restart
         start, restarts = 0, 0
         while start < len(self.nb.cells):
             with self.setup_kernel():
                 info = self.wait_for_reply(self.kc.kernel_info())
                 self.nb.metadata["language_info"] = info["content"]["language_info"]
+                total = self._total_bytes
                 for index in done:
-                    # a copy: the outputs kept are those of the first run
+                    # a copy: the outputs kept are those of the first run (bounded per cell, not counted)
+                    self._cell_bytes = 0
                     self.execute_cell(copy.deepcopy(self.nb.cells[index]), index, store_history=True)
+                self._total_bytes, self._dropped = total, 0
                 for index in range(start, len(self.nb.cells)):
                     cell = self.nb.cells[index]
                     if cell.cell_type != "code":
@@ -88,12 +172,21 @@ class CourseExecute(Execute):
                     if grading and (grade_id(cell) in self.skip_cells or (self.verdicts and is_test(cell))):
                         cell.outputs = []
                         continue
+                    if grading and self._over_budget():  # nothing more runs for this submission
+                        cell.outputs = [_error(TIME_LIMIT, budget_note(self.budget, during=False))]
+                        start = len(self.nb.cells)
+                        break
                     try:
                         self.preprocess_cell(cell, resources, index)
                     except (DeadKernelError, CellTimeoutError, UnresponsiveKernelError) as error:
                         restarts += 1
                         if restarts > self.max_restarts:
                             raise
+                        if grading and self._over_budget():
+                            cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "error"]
+                            cell.outputs.append(_error(TIME_LIMIT, budget_note(self.budget, during=True)))
+                            start = len(self.nb.cells)
+                            break
                         cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "error"]
                         violation = getattr(self.km, "violation", None)  # the sandbox's watchdog
                         if violation:
@@ -118,13 +211,18 @@ class CourseExecute(Execute):
                         start = index + 1
                         break
                     timed_out = [o for o in cell.outputs if o.get("ename") == "CellTimeoutError"]
+                    over_budget = grading and bool(timed_out) and self._over_budget()
                     for output in timed_out:
                         output.ename = TIME_LIMIT
-                        output.evalue = (
+                        output.evalue = budget_note(self.budget, during=True) if over_budget else (
                             f"this cell ran over its time limit of {self._get_timeout(cell)} s and was "
                             "interrupted (an infinite loop?)"
                         )
                         output.traceback = [f"{TIME_LIMIT}: {output.evalue}"]
+                    if over_budget:  # the interruption's own traceback says nothing more
+                        cell.outputs = [o for o in cell.outputs if o.get("ename") != "KeyboardInterrupt"]
+                        start = len(self.nb.cells)
+                        break
                     if not timed_out:  # replaying it would cost the time limit again
                         done.append(index)
                 else:
@@ -141,17 +239,30 @@ class JudgeVerdicts(NbGraderPreprocessor):
     verdicts = Unicode("", help="the judge's verdicts file (JSON); empty: the kernel ran the tests").tag(config=True)
     judge_pid = Integer(0, help="the judge's process, a child of this one that runs while the kernel does: "
                                 "its verdicts are read once it has ended (it is not reaped here)").tag(config=True)
+    deadline = Float(0.0, help="time.time() when the submission's budget runs out: the judge ends by then "
+                               "(it stops itself); JUDGE_GRACE seconds later it is killed").tag(config=True)
 
     def preprocess(self, nb, resources):
         if not self.verdicts:
             return nb, resources
-        import json
+        import signal
 
         if self.judge_pid:
-            try:  # waits for the judge to end, and leaves its exit status to its parent's caller
-                os.waitid(os.P_PID, self.judge_pid, os.WEXITED | os.WNOWAIT)
-            except ChildProcessError:
-                pass
+            # waits for the judge to end, and leaves its exit status to its parent's caller
+            while True:
+                try:
+                    if os.waitid(os.P_PID, self.judge_pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                        break
+                except ChildProcessError:
+                    break
+                if self.deadline and time.time() > self.deadline + JUDGE_GRACE:
+                    self.log.error("the judge did not end %s s after the submission's budget: killed", JUDGE_GRACE)
+                    try:
+                        os.kill(self.judge_pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    self.deadline = 0.0
+                time.sleep(0.1)
         try:
             with open(self.verdicts) as f:
                 self._verdicts = json.load(f)

@@ -122,7 +122,6 @@ def grade(connected, common: dict[str, bytes], jobs: list[tuple[str, str, dict[s
     """Grades ``jobs`` (student, assignment, files) on the cluster, started in their order;
     yields (student, assignment, outcome) as they finish. A failure is an outcome with status
     ``failed``."""
-    from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
     # keys of this run only: two drivers on one cluster never share a task (Dask would give
@@ -141,10 +140,16 @@ def grade(connected, common: dict[str, bytes], jobs: list[tuple[str, str, dict[s
                                   priority=len(jobs) - index)
         futures[future] = (student, assignment)
     try:
-        for future in as_completed(futures):
+        for future in _as_completed(futures, common):
+            if future is None:  # nothing finished in time: the cluster is stuck or lost
+                for other in list(futures):
+                    yield (*futures.pop(other), _failed(
+                        f"no submission finished in {STALL:g} s past the longest grading's time: the Dask cluster "
+                        "has no live worker or is stuck; check it (its dashboard), then grade again"))
+                return
             student, assignment = futures.pop(future)
             try:
-                outcome = future.result()
+                outcome = future.result(timeout=60)
             except KilledWorker:
                 outcome = _failed(f"its worker died twice while grading it (out of memory, or the machine was "
                                   f"lost); grade it alone: make grade STUDENT={student} ASSIGNMENT={assignment}")
@@ -154,6 +159,28 @@ def grade(connected, common: dict[str, bytes], jobs: list[tuple[str, str, dict[s
     finally:
         for future in futures:  # interrupted: nothing of this run goes on grading
             future.cancel()
+
+
+#: seconds past a grading's own bound (its budget and grace) that the driver waits for the next
+#: submission to finish, before it reports the rest failed (no live worker, a stuck cluster)
+STALL = 600.0
+
+
+def _as_completed(futures: dict, common: dict):
+    """The futures as they finish; None once none has finished for longer than any
+    grading may take (the driver never waits without a limit)."""
+    from distributed import wait
+
+    budget = float(common.get(submission.BUDGET, b"0") or 0) or 3600.0
+    limit = budget + submission.GRADING_GRACE + STALL
+    pending = set(futures)
+    while pending:
+        try:
+            done, pending = wait(pending, timeout=limit, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            yield None
+            return
+        yield from done
 
 
 def _course_files(files: dict[str, bytes]) -> dict[str, bytes]:

@@ -27,6 +27,7 @@ from autograder import course
 from autograder.course import course_root, shown
 from autograder.course.release import ensure_released
 from autograder.grading.submission import (
+    BUDGET,
     check_submission,
     course_files,
     grader_version,
@@ -108,7 +109,7 @@ def students(root: Path) -> list[str]:
 
 def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment: str | None = None,
           jobs: int = 2, log=print, progress: bool = False, limits: sandbox.Limits | None = sandbox.Limits(),
-          scheduler: str | None = None, force: bool = False, engine=None) -> list[Result]:
+          scheduler: str | None = None, force: bool = False, engine=None, budget: float | None = None) -> list[Result]:
     """Grades the submissions (all, or one student's, or one assignment's); returns the results.
 
     Submissions that cannot be graded (missing, misnamed, unreadable) are found here at
@@ -119,7 +120,9 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     graded again unless ``force``. ``progress`` shows a bar (counts, ETA). Students' code
     runs in the sandbox with ``limits`` (None: without a sandbox, and every row says so);
     a machine where no sandbox can start is a CourseError. ``engine`` replaces Dask
-    (``distribute.engine``) by another (the benchmark's process pool).
+    (``distribute.engine``) by another (the benchmark's process pool). ``budget``: each
+    submission's time budget in seconds, for the kernel, the student's process and the judge
+    together (None: the sum of its assignment's cell time limits plus 120 s).
     """
     from autograder.grading import distribute
 
@@ -159,7 +162,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
             except course.CourseError as error:
                 results.append(Result(s, a, FAILED, notes=[str(error)]))
                 continue
-            digests[(s, a)] = submission_digest(root, s, a, files, version, limits)
+            digests[(s, a)] = submission_digest(root, s, a, files, version, limits if budget is None else (limits, budget))
             before = state.get(f"{s}/{a}")
             if before and before["digest"] == digests[(s, a)]:
                 with _quiet(root / "logs" / f"{s}-{a}.log"):
@@ -189,6 +192,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
             with (engine or distribute.engine)(scheduler, jobs, log) as run, \
                     tqdm(total=len(work), unit="submission", disable=not progress, file=sys.stderr) as bar:
                 common = course_files(root, sorted({a for _, a, _ in work}), version)
+                if budget is not None:
+                    common = {**common, BUDGET: str(float(budget)).encode()}
                 for s, a, outcome in run(common, work, limits):
                     log_path = root / "logs" / f"{s}-{a}.log"
                     log_path.write_text(inert.text(outcome.get("log", ""), keep="\n\t"))

@@ -9,6 +9,7 @@ sandbox and the judge are ``autograder.isolation``'s; the tables and CSVs
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -94,6 +95,73 @@ def changed_cells(root: Path, student: str, assignment: str) -> list[str]:
     return notes
 
 
+#: the nbgrader metadata that decides how a cell is graded (compared with the release's)
+GRADING_KEYS = ("grade_id", "grade", "solution", "locked", "task", "points", "cell_type")
+
+
+def _shown_id(value) -> str:
+    """A grade_id from the student's notebook, shown inert (printable, bounded)."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text[:80])
+    return text + ("..." if len(str(value)) > 80 else "")
+
+
+def release_metadata(release, submitted) -> list[str]:
+    """Gives the submitted notebook the release's grading metadata, in place; notes on what
+    it ignored. A graded cell's metadata comes from the release, never from the submission:
+    the first cell with a release grade_id (and its type) gets the release's metadata (its
+    points, its kind); a second cell with that grade_id (a copied test cell), a cell with a
+    grade_id the release does not have (a new graded cell), or of another type, loses its
+    nbgrader metadata and is graded as any cell the student added (that costs nothing);
+    changed points or kinds are put back. nbgrader itself would fail the whole submission
+    on a duplicated test cell (KeyError 'grade_id')."""
+    released = {}
+    for cell in release.cells:
+        meta = cell.metadata.get("nbgrader")
+        if isinstance(meta, dict) and meta.get("grade_id"):
+            released[meta["grade_id"]] = (cell.cell_type, meta)
+    notes, seen = [], set()
+    for index, cell in enumerate(submitted.cells):
+        meta = cell.metadata.get("nbgrader")
+        if meta is None:
+            continue
+        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        key = grade_id if isinstance(grade_id, str) else None
+        original = released.get(key)
+        if original is not None and key not in seen and original[0] == cell.cell_type:
+            seen.add(key)
+            if any(meta.get(k) != original[1].get(k) for k in GRADING_KEYS):
+                notes.append(f"metadata of cell {_shown_id(grade_id)} forged or duplicated: ignored")
+            cell.metadata["nbgrader"] = copy.deepcopy(original[1])
+            continue
+        del cell.metadata["nbgrader"]
+        claims = not isinstance(meta, dict) or any(meta.get(k) for k in ("grade", "solution", "locked", "task"))
+        if claims or original is not None:
+            label = _shown_id(grade_id) if grade_id is not None else f"cell {index + 1}"
+            notes.append(f"metadata of cell {label} forged or duplicated: ignored")
+    notes = list(dict.fromkeys(notes))
+    if len(notes) > MAX_METADATA_NOTES:  # a notebook of thousands of forged cells gets a few lines
+        notes[MAX_METADATA_NOTES:] = [f"and {len(notes) - MAX_METADATA_NOTES} more cells whose metadata was forged "
+                                      "or duplicated: ignored"]
+    return notes
+
+
+#: notes on forged or duplicated cells kept per submission
+MAX_METADATA_NOTES = 10
+
+
+def use_release_metadata(root: Path, student: str, assignment: str) -> list[str]:
+    """Rewrites the submission's notebook in ``root`` (a worker's own copy) with the
+    release's grading metadata (``release_metadata``); the notes."""
+    path = root / "submitted" / student / assignment / f"{assignment}.ipynb"
+    release = nbformat.read(str(root / "release" / assignment / f"{assignment}.ipynb"), as_version=4)
+    submitted = nbformat.read(str(path), as_version=4)
+    notes = release_metadata(release, submitted)
+    if notes:
+        nbformat.write(submitted, str(path))
+    return notes
+
+
 def execution_notes(notebook) -> list[str]:
     """Notes on the cells that ran over time, killed the kernel, or raised outside the tests."""
     notes = []
@@ -106,6 +174,8 @@ def execution_notes(notebook) -> list[str]:
             if output.get("output_type") != "error":
                 continue
             label = _cell_label(cell, index)
+            if is_test and str(output.evalue).startswith("the submission's time budget"):
+                continue  # said once for all its tests (budget_notes)
             if output.ename in (TIME_LIMIT, KERNEL_DIED):
                 notes.append(f"{label}: {output.evalue}")
             elif not is_test and output.ename not in ("NotImplementedError",):
@@ -180,7 +250,46 @@ def keep_hand_grades(root: Path, api, student: str, assignment: str, before: dic
 TRUSTED_NOTE = "graded without a sandbox (--trusted): the student's code ran with the grader's rights"
 
 
-def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limits | None, verdicts: Path) -> int:
+#: seconds added to the sum of an assignment's cell time limits, for its default time budget
+BUDGET_MARGIN = 120
+#: seconds a worker gives a grading process past its budget (nbgrader's start and its
+#: recording, the kernel's shutdown) before it kills it
+GRADING_GRACE = 300
+
+
+def default_budget(root: Path, assignment: str) -> float:
+    """A submission's default time budget (s): the sum of the time limits of the cells that
+    grading runs (30 s; the slow ones, bounded by CPU time, their wall-clock limit of 180 s
+    times SLOW_WALL_FACTOR), plus BUDGET_MARGIN."""
+    from autograder.course.config import load_config
+    from autograder.course.preprocessors import grade_id
+    from autograder.isolation.judge import SLOW_WALL_FACTOR
+
+    config = load_config()
+    timeout = float(config.Execute.get("timeout", 30))
+    slow = float(config.CourseExecute.get("slow_timeout", 180)) * SLOW_WALL_FACTOR
+    slow_cells, skipped = set(config.CourseExecute.get("slow_cells", [])), set(config.CourseExecute.get("skip_cells", []))
+    notebook = nbformat.read(str(root / "source" / assignment / f"{assignment}.ipynb"), as_version=4)
+    total = 0.0
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and grade_id(cell) not in skipped:
+            total += slow if grade_id(cell) in slow_cells or "slow" in cell.metadata.get("tags", []) else timeout
+    return total + BUDGET_MARGIN
+
+
+def budget_notes(verdicts: dict, budget: float) -> list[str]:
+    """The note on the tests that scored 0 because the submission's time budget ran out."""
+    stopped = [name for name, v in verdicts.items() if not name.startswith("_") and isinstance(v, dict)
+               and v.get("budget")]
+    if not stopped:
+        return []
+    at = next((name for name in stopped if verdicts[name].get("budget") == "here"), stopped[0])
+    return [f"the submission's time budget of {budget:g} s ran out at {at}: the student's code was stopped "
+            f"({', '.join(stopped)} scored 0)"]
+
+
+def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limits | None, verdicts: Path,
+                deadline: float = 0.0, budget: float = 0.0) -> int:
     """Starts the judge (``autograder.isolation.judge``) on the submission's tests, apart from the
     student's code, in a process of its own forked from this one (its imports are done); it
     writes their verdicts. Returns its pid (``judge_failure`` says how it ended)."""
@@ -194,7 +303,7 @@ def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limit
         os.environ.update(NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
         os.chdir(REPOSITORY)
-        outcome = judge.run(source.resolve(), submission.resolve(), limits)
+        outcome = judge.run(source.resolve(), submission.resolve(), limits, deadline=deadline, budget=budget)
         partial = verdicts.with_suffix(".partial")
         partial.write_text(json.dumps(outcome, indent=1))
         partial.rename(verdicts)  # whole, or not there
@@ -202,12 +311,14 @@ def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limit
     return zygote.fork_start(judged, (), verdicts.with_suffix(".log"))
 
 
-def judge_failure(pid: int, verdicts: Path) -> str | None:
-    """Waits for the judge; why it could not give its verdicts, or None."""
-    code = zygote.wait(pid)
+def judge_failure(pid: int, verdicts: Path, until: float = 0.0) -> str | None:
+    """Waits for the judge (killed at ``until``, a time.time(), if it has not ended by then);
+    why it could not give its verdicts, or None."""
+    code = zygote.wait(pid, until)
     if code != 0 or not verdicts.exists():
         log = verdicts.with_suffix(".log")
         lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+        lines = [line for line in lines if not line.startswith("[student's")]  # relayed: the student's text
         tail = (lines or [f"exit code {code}"])[-1][:300]
         return (f"the judge could not run the tests ({tail}); the gradebook has no new score for it. "
                 "Grade it again; if it fails again, report it with logs/ to the course's maintainers.")
@@ -223,7 +334,9 @@ def judge_notes(verdicts: dict) -> list[str]:
         if error and error[0] == TAMPERING:
             what = error[1].removesuffix("; this test scores 0")
             concerned.setdefault(what, []).append(name)
-    return [f"{what} ({', '.join(tests)} scored 0)" for what, tests in concerned.items()]
+        elif error and "refused, not replayed" in str(error[1]):
+            concerned.setdefault(f"{name}: {str(error[1])[:300]}", [])
+    return [f"{what} ({', '.join(tests)} scored 0)" if tests else what for what, tests in concerned.items()]
 
 
 #: the folder of a course where the driver puts what a worker sent back, to record it
@@ -259,25 +372,36 @@ def _write_tree(folder: Path, files: dict[str, bytes]) -> None:
         path.write_bytes(data)
 
 
-def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | None) -> dict:
+def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | None,
+         budget: float | None = None) -> dict:
     """A worker's part: the tests in the judge, the student's cells in the sandboxed kernel,
-    in ``root``, a course folder of the worker's own. Returns the outcome (status, notes, the
-    autograded folder's files) for the driver to record; writes nothing else that lasts."""
+    in ``root``, a course folder of the worker's own, within the submission's time budget
+    (``budget`` seconds for the kernel, the student's process and the judge together;
+    None: ``default_budget``). Returns the outcome (status, notes, the autograded folder's
+    files) for the driver to record; writes nothing else that lasts."""
+    from autograder.course.preprocessors import JUDGE_GRACE
+
     start = time.perf_counter()
+    budget = budget or default_budget(root, assignment)
+    deadline = time.time() + budget
+    metadata_notes = use_release_metadata(root, student, assignment)
     with tempfile.TemporaryDirectory(prefix="course-verdicts-") as scratch:
         verdicts_file = Path(scratch) / "verdicts.json"
         # the judge runs the tests while nbgrader's kernel runs the student's cells for the
         # feedback; the test cells get the judge's verdicts once it has ended
-        judge = start_judge(root, student, assignment, limits, verdicts_file)
+        judge = start_judge(root, student, assignment, limits, verdicts_file, deadline, budget)
         try:
-            nbgrader = api(root, kernel=sandbox.kernel_settings(limits), verdicts=verdicts_file, judge_pid=judge)
+            nbgrader = api(root, kernel=sandbox.kernel_settings(limits), verdicts=verdicts_file, judge_pid=judge,
+                           deadline=deadline, budget=budget)
             outcome = nbgrader.autograde(assignment, student, force=True, create=True)
         finally:
-            failure = judge_failure(judge, verdicts_file)
+            failure = judge_failure(judge, verdicts_file, deadline + JUDGE_GRACE)
         print(f"graded in {time.perf_counter() - start:.1f} s (the judge and the kernel at once)")
         if failure is not None:
-            return {"status": FAILED, "notes": [failure], "seconds": time.perf_counter() - start, "files": {}}
-        notes = judge_notes(json.loads(verdicts_file.read_text()))
+            return {"status": FAILED, "notes": metadata_notes + [failure], "seconds": time.perf_counter() - start,
+                    "files": {}}
+        verdicts = json.loads(verdicts_file.read_text())
+        notes = metadata_notes + judge_notes(verdicts) + budget_notes(verdicts, budget)
     if not outcome.get("success"):
         log = (outcome.get("log", "") + outcome.get("error", "")).strip().splitlines()
         errors = [line for line in log if line.startswith("[ERROR]") or "Error" in line]
@@ -349,6 +473,9 @@ def grader_version() -> str:
 COURSE_FILES = ".course-files"
 #: the file, among the course's files, that holds the driver's grader_version()
 GRADER_VERSION = "grader-version"
+#: the file, among the course's files, that holds the time budget of a submission (s; absent:
+#: each assignment's default_budget)
+BUDGET = "time-budget"
 
 
 class VersionMismatch(RuntimeError):
@@ -415,10 +542,18 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
         _write_tree(folder / "submitted" / student / assignment, files)
         argv = [str(folder), student, assignment]
         argv += ["--trusted"] if limits is None else ["--limits", json.dumps(dataclasses.asdict(limits))]
+        budget = float(common.get(BUDGET, b"0") or 0) or default_budget(folder, assignment)
+        argv += ["--budget", str(budget)]
         log_file = folder / "grading.log"
-        code = zygote.run("autograder.grading.submission", argv, log_file)
-        log = log_file.read_text(errors="replace")[-200_000:] if log_file.exists() else ""
+        began = time.monotonic()
+        code = zygote.run("autograder.grading.submission", argv, log_file, timeout=budget + GRADING_GRACE)
+        log = _log_tail(log_file)
         answer = folder / "outcome.json"
+        if code == -9 and time.monotonic() - began >= budget + GRADING_GRACE:
+            return {"status": FAILED, "seconds": time.monotonic() - began, "files": {}, "log": log, "notes": [
+                f"its grading ran {GRADING_GRACE} s past the submission's time budget of {budget:g} s and was "
+                "stopped (the gradebook has no new score for it); grade it again, and if it happens again, report "
+                "it with logs/ to the course's maintainers"]}
         if code != 0 or not answer.exists():
             last = (log.strip().splitlines() or ["no message"])[-1][:300]
             raise RuntimeError(f"the grading process failed ({last})")
@@ -426,6 +561,19 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
         outcome["files"] = _read_tree(folder / "autograded" / student / assignment) if outcome["status"] == GRADED else {}
         outcome["log"] = log
         return outcome
+
+
+#: bytes of a grading's log sent back to the driver (the last ones)
+MAX_LOG = 200_000
+
+
+def _log_tail(path: Path) -> str:
+    """The last MAX_LOG bytes of a grading's log, read without reading the whole file."""
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(path.stat().st_size - MAX_LOG, 0))
+        return f.read(MAX_LOG).decode(errors="replace")
 
 
 def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits | None = sandbox.Limits()) -> Result:
@@ -449,9 +597,10 @@ def main(argv=None):
     parser.add_argument("assignment")
     parser.add_argument("--trusted", action="store_true")
     parser.add_argument("--limits", default="{}")
+    parser.add_argument("--budget", type=float, default=None)
     args = parser.parse_args(argv)
     limits = None if args.trusted else sandbox.Limits(**json.loads(args.limits))
-    outcome = work(args.folder, args.student, args.assignment, limits)
+    outcome = work(args.folder, args.student, args.assignment, limits, args.budget)
     outcome.pop("files")
     (args.folder / "outcome.json").write_text(json.dumps(outcome))
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -39,14 +42,42 @@ class Zygote:
         env = dict(os.environ, MPLBACKEND="Agg")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
         self.process = subprocess.Popen([sys.executable, "-m", "autograder.grading.zygote"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, env=env, cwd=str(REPOSITORY))
+                                        stdout=subprocess.PIPE, env=env, cwd=str(REPOSITORY))
+        self._pending = b""  # what the server wrote past the last line read
 
-    def run(self, module: str, argv: list[str], log: Path) -> int:
+    def _line(self, timeout: float | None) -> bytes | None:
+        """The server's next line (b"" when it ended); None after ``timeout`` seconds."""
+        end = None if timeout is None else time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._pending:
+            left = None if end is None else max(end - time.monotonic(), 0)
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b""
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line + b"\n"
+
+    def run(self, module: str, argv: list[str], log: Path, timeout: float | None = None) -> int:
         """``python -m MODULE ARGV`` (its ``main(argv)``) in a forked child, its output in
-        ``log``; its exit code."""
-        self.process.stdin.write(json.dumps({"module": module, "argv": argv, "log": str(log)}) + "\n")
+        ``log``; its exit code. A child still running after ``timeout`` seconds is killed
+        (its exit code is then -9)."""
+        self.process.stdin.write((json.dumps({"module": module, "argv": argv, "log": str(log)}) + "\n").encode())
         self.process.stdin.flush()
-        answer = self.process.stdout.readline()
+        started = self._line(900)  # {"pid": the child's} (after the server's imports)
+        if not started:
+            raise RuntimeError("the grading fork server ended (killed?) or did not answer")
+        pid = int(json.loads(started)["pid"])
+        answer = self._line(timeout)
+        if answer is None:  # over its time: killed; the server reaps it and answers
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            answer = self._line(60)
         if not answer:
             raise RuntimeError("the grading fork server ended (killed?)")
         return int(json.loads(answer)["status"])
@@ -64,14 +95,15 @@ def prestart():
             _idle.append(Zygote())
 
 
-def run(module: str, argv: list[str], log: Path) -> int:
-    """``python -m MODULE ARGV`` (the grading of a submission) with an idle server of this process (started if there is none, or if it died);
-    one request at a time per server."""
+def run(module: str, argv: list[str], log: Path, timeout: float | None = None) -> int:
+    """``python -m MODULE ARGV`` (the grading of a submission) with an idle server of this
+    process (started if there is none, or if it died); one request at a time per server; a
+    grading still running after ``timeout`` s is killed."""
     with _lock:
         alive = [server for server in _idle if server.process.poll() is None]
         server = alive.pop() if alive else Zygote()
         _idle[:] = alive
-    code = server.run(module, argv, log)  # a server that died raises: it is not used again
+    code = server.run(module, argv, log, timeout)  # a server that died raises: it is not used again
     with _lock:
         _idle.append(server)
     return code
@@ -86,15 +118,39 @@ def fork_start(function, args: tuple, log: Path) -> int:
     return pid
 
 
-def wait(pid: int) -> int:
-    """The exit code of a child started by ``fork_start`` (negative: the signal that killed it)."""
+def wait(pid: int, until: float = 0.0) -> int:
+    """The exit code of a child started by ``fork_start`` (negative: the signal that killed it);
+    with ``until`` (a time.time()), a child still running then is killed."""
+    while until:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.time() > until:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            break
+        time.sleep(0.1)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def _die_with_parent():
+    """This process is killed when its parent ends (Linux): a grading process or a judge
+    never outlives what waits for it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def _child(work, log: Path):
     """In a forked child: ``work()`` with stdout and stderr in ``log``; never returns."""
     code = 1
+    _die_with_parent()
     try:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -140,6 +196,8 @@ def main():
         pid = os.fork()
         if pid == 0:
             _child(lambda: _main_of(request["module"], request["argv"]), Path(request["log"]))
+        sys.stdout.write(json.dumps({"pid": pid}) + "\n")
+        sys.stdout.flush()
         _, status = os.waitpid(pid, 0)
         sys.stdout.write(json.dumps({"status": os.waitstatus_to_exitcode(status)}) + "\n")
         sys.stdout.flush()

@@ -164,7 +164,10 @@ class Server:
                 answer = {"raise": self.describe(error)}
             finally:
                 sys.stdout, sys.stderr = saved
-            answer["printed"] = printed.getvalue()[:MAX_PRINTED]
+            text = printed.getvalue()
+            answer["printed"] = text[:MAX_PRINTED]
+            if len(text) > MAX_PRINTED:  # what was left out (the judge bounds what it keeps itself)
+                answer["printed_dropped"] = len(text.encode(errors="replace")) - len(text[:MAX_PRINTED].encode(errors="replace"))
             answer["tampering"] = self.tampering()
             buffer = io.BytesIO()
             self.torch.save(answer, buffer)

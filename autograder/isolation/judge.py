@@ -50,6 +50,7 @@ import os
 import pickle
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,31 @@ class StudentGone(BaseException):
 
 class BrokenChannel(BaseException):
     """The student's process answered something that is not an answer."""
+
+
+class JudgeOverTime(BaseException):
+    """The test's time (or the submission's budget) ran out while the judge itself worked
+    on the student's behalf (replaying evaluations, say): raised by an alarm."""
+
+
+def _over_time(signum, frame):
+    raise JudgeOverTime()
+
+
+#: most evaluations the judge replays to measure a best policy (the learning test's
+#: configuration evaluates 7 times: 6,000 steps, one every 1,000, and once at the end)
+MAX_EVALUATIONS = 20
+#: what the student's process printed that a test keeps (bytes of UTF-8, per test)
+MAX_TEST_PRINTED = channel.MAX_PRINTED
+#: longest error message of a test kept in its verdict
+MAX_ERROR = 4000
+
+
+def budget_message(budget: float, label: str, here: bool) -> str:
+    if here:
+        return (f"the submission's time budget of {budget:g} s ran out at {label}: the student's code was stopped "
+                "and this test and the next ones score 0")
+    return f"the submission's time budget of {budget:g} s had run out before this test; it scores 0"
 
 
 # --- the student's process ------------------------------------------------------------------
@@ -157,6 +183,7 @@ class StudentProcess:
         self.cell_timeout = cell_timeout
         # each cell has its own limit there; this bounds them all, and the imports
         self.setup_timeout = cell_timeout * len(cells) + 60
+        self.budget_deadline = float("inf")  # monotonic: the submission's budget ends there
         self.start_failures: list[StudentGone] = []
         self.cpu_limit: float | None = None  # cpu_seconds() at which the current test stops
         self.process: subprocess.Popen | None = None
@@ -184,17 +211,19 @@ class StudentProcess:
             self._workdir = Path(tempfile.mkdtemp(prefix="course-student-"))
             shutil.copytree(self.folder, self._workdir, dirs_exist_ok=True)
             cmd, cwd = [sys.executable, channel_file, *shared], str(self._workdir)
-        self.stderr = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+        # its stderr is the student's to write: relayed to the log, bounded and marked as theirs
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         cwd=cwd, env=env, start_new_session=True,
                                         pass_fds=(self.arena.fd,) if self.arena is not None else ())
+        sandbox.relay(self.process.stderr, "student's process")
         if self.limits is not None:
             self.watchdog = sandbox.Watchdog(self.process, self.limits)
             self.watchdog.start()
         self.generation += 1
         try:
             answer = self.request("setup", (self.cells, self.names, self.cell_timeout),
-                                  time.monotonic() + self.setup_timeout, during="the notebook's cells")
+                                  min(time.monotonic() + self.setup_timeout, self.budget_deadline),
+                                  during="the notebook's cells")
         except StudentGone as gone:
             self.start_failures.append(gone)
             raise
@@ -356,7 +385,12 @@ class Remote:
         best = self._judge.request("helper", ("best_policy", self, ()), self)
         if not isinstance(best, dict) or not best.get("state"):
             raise AssertionError("the algorithm has no best policy: it was never evaluated")
-        measured = evaluate_policy(cfg, best["state"], int(best["evaluation"]))
+        evaluation = best.get("evaluation")
+        if type(evaluation) is not int or not 0 <= evaluation < MAX_EVALUATIONS:
+            raise AssertionError(
+                f"the algorithm claims its best policy was found at evaluation {str(evaluation)[:40]}; the grader "
+                f"replays at most {MAX_EVALUATIONS} evaluations (the learning test makes 7): refused, not replayed")
+        measured = evaluate_policy(cfg, best["state"], evaluation)
         claimed = best.get("best_reward")
         if not isinstance(claimed, float) or abs(measured - claimed) > 0.01 * max(1.0, abs(claimed)):
             print(f"The grader evaluated your best policy again: {measured:.1f} (your notebook's TD3 said {claimed}).")
@@ -391,6 +425,10 @@ class Judge:
         self.mirrors: dict[int, object] = {}  # the student's objects seen so far, by their id there
         self.deadline = float("inf")
         self.printed: list[str] = []
+        self.printed_size = 0  # bytes of self.printed
+        self.dropped = 0  # bytes of printed output dropped in this test
+        self.budget = 0.0  # the submission's time budget (s), 0: none
+        self.budget_deadline = float("inf")  # monotonic
         self.displays: list[dict] = []  # outputs of the test other than text (the learning curve)
         self.requests = 0
         self.namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
@@ -479,8 +517,19 @@ class Judge:
 
     def finish(self, answer: dict):
         printed = answer.get("printed")
+        dropped = answer.get("printed_dropped")
+        if type(dropped) is int and 0 < dropped < 2**40:  # the student's process's word: only shown
+            self.dropped += dropped
         if type(printed) is str and printed:
-            self.printed.append(printed)
+            size = len(printed.encode(errors="replace"))
+            room = MAX_TEST_PRINTED - self.printed_size
+            if size > room:
+                kept = printed.encode(errors="replace")[:max(room, 0)].decode(errors="ignore")
+                self.dropped += size - len(kept.encode())
+                printed = kept
+            if printed:
+                self.printed.append(printed)
+                self.printed_size += len(printed.encode())
         if "raise" in answer:
             _raise(answer["raise"])
         return self.decode(answer.get("value"))
@@ -557,6 +606,7 @@ class Judge:
     def run_cell(self, source: str, label: str, test: bool) -> dict:
         """Runs one cell; for a test, its outcome: stdout, and the error if it failed."""
         self.printed = []
+        self.printed_size = self.dropped = 0
         self.displays = []
         self.requests = 0
         limit = self.slow.get(label, self.timeout)
@@ -567,15 +617,31 @@ class Judge:
         out = io.StringIO()
         error: tuple[str, str] | None = None
         start = time.monotonic()
-        self.deadline = start + wall
+        if start >= self.budget_deadline:  # nothing more runs for this submission
+            error = (TIME_LIMIT, budget_message(self.budget, label, here=False))
+            return {"stdout": "", "error": error, "seconds": 0.0, "displays": [], "budget": "after"}
+        self.deadline = min(start + wall, self.budget_deadline)
+        self.student.budget_deadline = self.budget_deadline
+        previous = signal.signal(signal.SIGALRM, _over_time)
         try:
             self.ensure_started()
-            self.deadline = time.monotonic() + wall  # the set-up of a restarted process is not the test's time
+            # the set-up of a restarted process is not the test's time (the budget's, still)
+            self.deadline = min(time.monotonic() + wall, self.budget_deadline)
             self.student.cpu_limit = self.student.cpu_seconds() + limit if cpu else None
+            # the judge's own work for the student (an evaluation replayed) counts too
+            signal.setitimer(signal.ITIMER_REAL, max(self.deadline - time.monotonic(), 0.001))
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 exec(compile(source, f"<{label}>", "exec"), self.namespace)
-        except StudentGone as gone:
-            if gone.ename == TIME_LIMIT and gone.message == "cpu":
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        except (StudentGone, JudgeOverTime) as gone:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            if isinstance(gone, JudgeOverTime):
+                self.student.stop()  # a request may be under way: the next test starts it again
+                gone = StudentGone(TIME_LIMIT, "time")
+            if gone.ename == TIME_LIMIT and time.monotonic() >= self.budget_deadline - 0.01:
+                self.student.stop()
+                error = (TIME_LIMIT, budget_message(self.budget, label, here=True))
+            elif gone.ename == TIME_LIMIT and gone.message == "cpu":
                 error = (TIME_LIMIT, f"this cell's student code used more than its limit of {limit:g} CPU-seconds "
                                      "(a time limit, not a failure to learn); the student's code was stopped (and "
                                      "started again for the next tests) and this cell scores 0")
@@ -585,19 +651,32 @@ class Judge:
             else:
                 error = (gone.ename, gone.message)
         except BrokenChannel as broken:
+            signal.setitimer(signal.ITIMER_REAL, 0)
             self.student.stop()
             error = (TAMPERING, f"tampering suspected: the student's process sent {broken}; this test scores 0")
         except BaseException as exception:  # the test failed: an assert, or an error of the test's own code
+            signal.setitimer(signal.ITIMER_REAL, 0)
             if isinstance(exception, KeyboardInterrupt):
                 raise
-            error = (type(exception).__name__, str(exception))
+            error = (type(exception).__name__, str(exception)[:MAX_ERROR])
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
         if test and self.requests and self.student.tampering:  # what was in place while this test asked
             seen = "; ".join(self.student.tampering)
             error = (TAMPERING, f"tampering suspected: the student's code {seen}; this test scores 0")
         self.student.cpu_limit = None
         printed = out.getvalue() + "".join(self.printed)
-        return {"stdout": printed[-channel.MAX_PRINTED:], "error": error, "seconds": time.monotonic() - start,
-                "displays": self.displays}
+        if len(printed) > channel.MAX_PRINTED:
+            self.dropped += len(printed[:-channel.MAX_PRINTED].encode(errors="replace"))
+            printed = printed[-channel.MAX_PRINTED:]
+        if self.dropped:
+            printed = (f"[{self.dropped} bytes of printed output dropped: a test keeps {channel.MAX_PRINTED} "
+                       "characters]\n" + printed)
+        outcome = {"stdout": printed, "error": error, "seconds": time.monotonic() - start, "displays": self.displays}
+        if error is not None and error[0] == TIME_LIMIT and error[1].startswith("the submission's time budget"):
+            outcome["budget"] = "here"
+        return outcome
 
 
 def _pickle(op: str, body, arena: Arena | None = None, places: dict | None = None) -> tuple[bytes, dict]:
@@ -762,7 +841,7 @@ def judge_cells(source_nb) -> list[tuple[str, str, bool]]:
 
 
 def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: float = 30,
-        slow_timeout: float = 180) -> dict:
+        slow_timeout: float = 180, deadline: float = 0.0, budget: float = 0.0) -> dict:
     """The verdicts of a submission's tests: {grade_id: {stdout, error, seconds}}, plus
     "_notes" (what the judge noticed) and "_tampering"."""
     import torch
@@ -776,6 +855,9 @@ def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: 
     slow = {_meta(c).get("grade_id"): slow_timeout for c in source_nb.cells if "slow" in _tags(c)}
     student = StudentProcess(submission, cells, names, limits, cell_timeout=timeout)
     judge = Judge(student, names, timeout, slow)
+    if deadline:  # time.time() when the submission's budget ends
+        judge.budget = budget
+        judge.budget_deadline = time.monotonic() + (deadline - time.time())
     verdicts: dict = {}
     workdir = Path(tempfile.mkdtemp(prefix="course-judge-"))
     shutil.copytree(submission, workdir, dirs_exist_ok=True)

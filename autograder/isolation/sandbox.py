@@ -8,9 +8,13 @@ What the kernel sees (everything else does not exist for it):
 - its own submission, as a copy: the submission's folder is mounted read-only at
   /sandbox/submission and copied into /sandbox/work, its working directory, a private
   tmpfs of ``disk`` bytes (with /tmp, another one);
-- the folder of its connection file and IPC sockets, through which the grader talks to
-  it (ZeroMQ over Unix sockets: the kernel has no network at all, not even loopback to
-  the host).
+- the folder of its connection file, read-only; the kernel binds its ZeroMQ sockets
+  (Unix sockets: it has no network at all, not even loopback to the host) in its own
+  /tmp, where the grader reaches them through /proc/<pid>/root.
+
+What it can write: its working directory and /tmp (tmpfs of ``disk`` bytes each) and
+/dev/shm (``SHM``); /dev and everything else are read-only. Its standard output and
+error are pipes that the grader relays to its log, bounded and marked as the student's.
 
 It does not see the course folder (source/, release/, gradebook.db, autograded/,
 feedback/, logs/, other students' submissions), the repository (solutions/, .git) or
@@ -28,6 +32,7 @@ processes are not counted), and a home-made one inside would be the student's to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -35,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +58,70 @@ PASSED_PREFIXES = ("BBRL_COURSE_", "JPY_")
 #: Files of /etc that the runtime reads (the rest of /etc is not mounted)
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "localtime", "nsswitch.conf",
        "alternatives", "fonts", "mime.types")
+
+
+#: bytes of what a sandboxed process writes on its own standard output and error that the
+#: grader's log keeps (each line marked as the student's: it cannot forge a line of the log)
+MAX_RELAYED = 16_384
+#: size of the sandbox's /dev/shm (POSIX shared memory, semaphores); the rest of /dev is read-only
+SHM = 16 * MB
+#: where, inside the sandbox, the kernel binds its sockets: its own /tmp (within the disk
+#: limit); the grader reaches them through /proc/<pid>/root (no folder of the host is writable)
+KERNEL_IPC = "/tmp/kernel"
+
+
+def inert(text: str) -> str:
+    """Text of the student's shown on one line: control characters made visible."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else f"\\x{ord(ch):02x}" if ord(ch) < 256
+                   else f"\\u{ord(ch):04x}" for ch in text)
+
+
+def relay(stream, who: str, limit: int = MAX_RELAYED) -> threading.Thread:
+    """Reads what a sandboxed process writes on its standard output or error (a pipe: no
+    file of the host is theirs to fill) and copies its first lines to this process's stderr
+    (the grader's log), each prefixed ``[who] `` with its control characters made visible,
+    ``limit`` characters in all; the rest is read, counted and said, never kept."""
+
+    def run():
+        kept = dropped = 0
+        try:
+            for line in iter(lambda: stream.readline(4096), b""):
+                shown = f"[{who}] {inert(line.decode(errors='replace').rstrip(chr(10)))}\n"
+                if kept + len(shown) > limit:  # what the log gets counts, its marks included
+                    dropped += len(line)
+                    kept = limit
+                    continue
+                kept += len(shown)
+                sys.stderr.write(shown)
+                sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        finally:
+            if dropped:
+                sys.stderr.write(f"[{who}] ({dropped} more bytes dropped: the log keeps {limit})\n")
+                sys.stderr.flush()
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    thread = threading.Thread(target=run, daemon=True, name=f"relay of the {who}")
+    thread.start()
+    return thread
+
+
+def inside_pid(root: int, timeout: float = 30) -> int | None:
+    """A process of the sandbox started by ``root`` (bwrap): the first of its descendants in
+    another mount namespace, whose /proc/<pid>/root is the sandbox's root."""
+    mine = os.readlink("/proc/self/ns/mnt")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for pid in _tree(root)[1:]:
+            try:
+                if os.readlink(f"/proc/{pid}/ns/mnt") != mine:
+                    return pid
+            except OSError:
+                continue
+        time.sleep(0.005)
+    return None
 
 
 class SandboxUnavailable(Exception):
@@ -149,8 +219,9 @@ def _system_mounts() -> list[str]:
 def command(inner: list[str], submission: Path, ipc_dir: Path | None, limits: Limits, bwrap: str,
             files: dict[str, str] | None = None) -> list[str]:
     """The command that runs ``inner`` (the kernel, or the judge's student process) in the
-    sandbox, rlimits included; ``ipc_dir`` is bound read-write, and ``files`` (host path ->
-    path inside) read-only."""
+    sandbox, rlimits included; ``ipc_dir`` (the kernel's connection file) and ``files``
+    (host path -> path inside) are bound read-only: the sandbox writes nothing on the host
+    but its pipes, which the grader reads with bounds."""
     env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_PREFIXES)}
     env.update(HOME="/tmp", IPYTHONDIR="/tmp/ipython", MPLCONFIGDIR="/tmp/matplotlib", PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin",
                PYTHONDONTWRITEBYTECODE="1")
@@ -161,9 +232,11 @@ def command(inner: list[str], submission: Path, ipc_dir: Path | None, limits: Li
         # the tmpfs first: the runtime (a virtual environment under /tmp, say) is mounted over it
         "--size", str(limits.disk), "--tmpfs", "/tmp",
         "--size", str(limits.disk), "--tmpfs", f"{SANDBOX}/work",
+        # /dev read-only (bwrap's is a tmpfs of half the RAM), with a small /dev/shm of its own
+        "--remount-ro", "/dev", "--size", str(SHM), "--tmpfs", "/dev/shm",
         *_ro(_runtime_paths()),
         "--ro-bind", str(submission), f"{SANDBOX}/submission",
-        *(["--bind", str(ipc_dir), str(ipc_dir)] if ipc_dir is not None else []),
+        *(["--ro-bind", str(ipc_dir), str(ipc_dir)] if ipc_dir is not None else []),
         *[arg for host, inside in (files or {}).items() for arg in ("--ro-bind", host, inside)],
         "--remount-ro", "/",  # the root itself (bwrap's tmpfs) read-only; its mounts keep their own modes
         "--chdir", f"{SANDBOX}/work",
@@ -256,9 +329,9 @@ class SandboxKernelManager(AsyncKernelManager):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._ipc_dir = Path(tempfile.mkdtemp(prefix="course-kernel-"))
+        self._ipc_dir = Path(tempfile.mkdtemp(prefix="course-kernel-"))  # its connection file, read-only inside
         self.transport = "ipc"
-        self.ip = str(self._ipc_dir / "kernel")
+        self.ip = KERNEL_IPC  # as the kernel sees it; the grader's side is set once it runs
         self.connection_file = str(self._ipc_dir / "kernel.json")
         self.watchdog: Watchdog | None = None
 
@@ -276,9 +349,22 @@ class SandboxKernelManager(AsyncKernelManager):
         inner = [sys.executable if part == sys.executable else part for part in kernel_cmd]
         wrapped = command(inner, submission, self._ipc_dir, self.limits, self.bwrap or check_available())
         kw["cwd"] = str(self._ipc_dir)
-        await super()._async_launch_kernel(wrapped, **kw)
+        # its stdout and stderr: a pipe, relayed to the log with bounds (not the log file itself)
+        read, write = os.pipe()
+        kw["stdout"] = kw["stderr"] = write
+        self.ip = KERNEL_IPC
+        try:
+            await super()._async_launch_kernel(wrapped, **kw)
+        finally:
+            os.close(write)
+        relay(os.fdopen(read, "rb"), "student's kernel")
         process = getattr(self.provisioner, "process", None)
         if process is not None:
+            pid = inside_pid(process.pid)
+            if pid is None:
+                raise RuntimeError("the sandbox of the kernel did not start (no process in its namespace)")
+            # the kernel's sockets, in its own /tmp, as the grader reaches them
+            self.ip = f"/proc/{pid}/root{KERNEL_IPC}"
             if self.watchdog is not None:
                 self.watchdog.stop()
             self.watchdog = Watchdog(process, self.limits)
@@ -296,6 +382,14 @@ class SandboxKernelManager(AsyncKernelManager):
             if self.watchdog is not None:
                 self.watchdog.stop()
             shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+    def write_connection_file(self, **kwargs):
+        # the kernel binds its sockets at KERNEL_IPC, in its own /tmp
+        ip, self.ip = self.ip, KERNEL_IPC
+        try:
+            return super().write_connection_file(**kwargs)
+        finally:
+            self.ip = ip
 
     _launch_kernel = _async_launch_kernel
     interrupt_kernel = _async_interrupt_kernel

@@ -2,6 +2,7 @@
 5-second start-up per command), with errors that say what to do.
 
     python -m autograder release     # solutions/ -> notebooks/ (student versions), README links
+    python -m autograder publish     # checks that the repository holds the tag v<version> students install
     python -m autograder handout     # solutions without hidden tests -> outputs/handout/
     python -m autograder grade       # grade submitted/ (see autograder/grade.py)
     python -m autograder formgrader  # JupyterLab with formgrader, to grade answers by hand
@@ -13,6 +14,7 @@ import copy
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -55,6 +57,51 @@ def repository_url() -> str:
     if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
         raise CourseError(f"pyproject.toml: Repository = {url!r} is not https://github.com/OWNER/NAME")
     return url
+
+
+#: Another repository for the course module than pyproject.toml's, for `publish`'s check
+#: and the set-up cells (the tests use a local bare repository); the released notebooks
+#: always carry pyproject.toml's address
+REPOSITORY_VARIABLE = "BBRL_COURSE_REPOSITORY"
+#: git's words when it could not reach the host at all (offline, no DNS, a firewall)
+UNREACHABLE = re.compile(
+    r"could not resolve (host|proxy)|failed to connect|couldn't connect|timed out|connection refused"
+    r"|network is unreachable|no route to host|temporary failure in name resolution",
+    re.IGNORECASE,
+)
+
+
+def check_tag(url: str | None = None, version: str | None = None, timeout: float = 30) -> tuple[str, str]:
+    """Whether the repository that the notebooks install the course module from holds its
+    tag, by ``git ls-remote``: ("present" | "missing" | "unreachable", one line to print).
+
+    "missing" covers a repository that answers without the tag and one that does not
+    answer as a repository (absent, private, mistyped): pip would fail in both.
+    "unreachable" is no answer from the host at all (offline): nothing was checked.
+    """
+    url = url or os.environ.get(REPOSITORY_VARIABLE) or repository_url()
+    tag = f"v{version or setup_cell.course_version()}"
+    push = f"push the tag (`git tag {tag} && git push origin {tag}`) from the released commit"
+    command = ["git", "ls-remote", url, f"refs/tags/{tag}"]
+    environment = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+    try:
+        answer = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment,
+                                stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return "unreachable", f"skipped the check of tag {tag} on {url}: git is not installed"
+    except subprocess.TimeoutExpired:
+        return "unreachable", f"skipped the check of tag {tag} on {url}: no answer within {timeout:g} s"
+    if answer.returncode != 0:
+        reason = next((line.removeprefix("fatal: ") for line in answer.stderr.splitlines() if line.strip()), "no message")
+        if UNREACHABLE.search(answer.stderr):
+            return "unreachable", (f"skipped the check of tag {tag} on {url}: could not reach it ({reason}); "
+                                   f"check again where it answers, before telling students")
+        return "missing", (f"{url} does not answer as a git repository ({reason}): students could not install the "
+                           f"course module; check [project.urls] Repository in pyproject.toml and that the "
+                           f"repository is public, then {push}")
+    if not answer.stdout.strip():
+        return "missing", f"{url} has no tag {tag}: students could not install the course module; {push}"
+    return "present", f"{url} holds tag {tag} ({answer.stdout.split()[0][:12]}): the notebooks can install the course module"
 
 
 def colab_url(notebook_name: str, branch: str = "main") -> str:
@@ -305,7 +352,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["release", "handout", "formgrader", "report"])
+    parser.add_argument("command", choices=["release", "publish", "handout", "formgrader", "report"])
     parser.add_argument("--root", default=str(AUTOGRADER), help="formgrader, report: the course folder (autograder/)")
     parser.add_argument("--port", type=int, default=8888, help="formgrader: the port on 127.0.0.1")
     args = parser.parse_args(argv)
@@ -320,6 +367,15 @@ def main(argv=None) -> int:
             for path in release():
                 print(f"wrote {path.relative_to(REPO)}")
             print("wrote the Colab links of README.md")
+            status, line = check_tag(timeout=10)
+            # the tag comes after the release is committed: here a missing one is a reminder
+            print({"present": "", "missing": "note: ", "unreachable": "warning: "}[status] + line
+                  + (" (after committing this release), then run `make publish`" if status == "missing" else ""))
+        elif args.command == "publish":
+            status, line = check_tag()
+            if status == "missing":
+                raise CourseError(line)
+            print(("warning: " if status == "unreachable" else "") + line)
         elif args.command == "handout":
             for path in handout():
                 print(f"wrote {path.relative_to(REPO)}")

@@ -66,7 +66,7 @@ REPOSITORY_VARIABLE = "BBRL_COURSE_REPOSITORY"
 #: git's words when it could not reach the host at all (offline, no DNS, a firewall)
 UNREACHABLE = re.compile(
     r"could not resolve (host|proxy)|failed to connect|couldn't connect|timed out|connection refused"
-    r"|network is unreachable|no route to host|temporary failure in name resolution",
+    r"|network is unreachable|no route to host|temporary failure in name resolution|from proxy|tunnel failed",
     re.IGNORECASE,
 )
 

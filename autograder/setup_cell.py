@@ -46,6 +46,7 @@ TEMPLATE = '''\
 # of the course (written by `make release` from autograder/setup_cell.py).
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 
@@ -111,7 +112,8 @@ def install_missing():
             if problem:
                 raise SetupError(f"could not install the course module from {{COURSE_REPOSITORY}} at tag {{COURSE_TAG}}: "
                                  f"{{problem}}. Ask your instructor to push tag {{COURSE_TAG}} to {{COURSE_REPOSITORY}}")
-            error = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            lines = [re.sub(r"\\x1b\\[[0-9;]*m", "", line).strip() for line in done.stderr.splitlines()]
+            error = ([line for line in lines if line.startswith("ERROR:")] or [line for line in lines if line] or ["?"])[0]
             raise SetupError(f"pip could not install {{', '.join(missing)}}: {{error}} (check the network, run this cell again)")
 
 

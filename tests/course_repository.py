@@ -32,4 +32,5 @@ def bare_repository(folder: Path, tag: str | None) -> str:
     snapshot = _git("stash", "create") or "HEAD"
     commit = _git("commit-tree", _git("rev-parse", f"{snapshot}^{{tree}}"), "-m", "the checkout, for the tests")
     _git("push", "--quiet", bare, f"{commit}:refs/heads/main", *([f"{commit}:refs/tags/{tag}"] if tag else []))
-    return bare.resolve().as_uri()
+    # file://localhost/...: the pip of Python 3.11's venv (23.2) refuses git+file:/// (no host)
+    return f"file://localhost{bare.resolve()}"

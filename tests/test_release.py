@@ -450,6 +450,6 @@ def test_set_up_cell_stops_with_one_line_when_the_repository_does_not_answer(tmp
 def test_set_up_cell_gives_pip_own_error_when_the_tag_is_there(tagged, monkeypatch):
     """The tag is there: the failure is pip's (PyPI out of reach, say), not the instructor's."""
     error = "ERROR: No matching distribution found for bbrl==1.0.1"
-    line = _one_line(_failing_install(monkeypatch, tagged, f"WARNING: retrying\n{error}\n"))
+    line = _one_line(_failing_install(monkeypatch, tagged, f"WARNING: retrying\n\x1b[31m{error}\x1b[0m\n\x1b[0m\n"))
     assert line == (f"pip could not install bbrl-course @ git+{tagged}@{TAG}: {error} "
                     "(check the network, run this cell again)")

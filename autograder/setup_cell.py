@@ -113,7 +113,7 @@ def install_missing():
                 raise SetupError(f"could not install the course module from {{COURSE_REPOSITORY}} at tag {{COURSE_TAG}}: "
                                  f"{{problem}}. Ask your instructor to push tag {{COURSE_TAG}} to {{COURSE_REPOSITORY}}")
             lines = [re.sub(r"\\x1b\\[[0-9;]*m", "", line).strip() for line in done.stderr.splitlines()]
-            error = ([line for line in lines if line.startswith("ERROR:")] or [line for line in lines if line] or ["?"])[0]
+            error = ([line for line in lines if line.startswith(("ERROR:", "× "))] or [line for line in lines if line] or ["?"])[0]
             raise SetupError(f"pip could not install {{', '.join(missing)}}: {{error}} (check the network, run this cell again)")
 
 

@@ -27,6 +27,7 @@ def bare_repository(folder: Path, tag: str | None) -> str:
     and on tag `tag` when given; its file:// URL."""
     bare = Path(folder) / "course.git"
     _git("init", "--quiet", "--bare", bare)
+    _git("symbolic-ref", "HEAD", "refs/heads/main", cwd=bare)  # as GitHub's: a clone checks main out
     # `git stash create` records the working tree's tracked files without touching them
     # (nothing when there is no change); a commit of that tree alone, without history
     snapshot = _git("stash", "create") or "HEAD"

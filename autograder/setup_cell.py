@@ -14,6 +14,15 @@ Colab start-up pays each call), and a ``name @ git+URL`` requirement counts as
 satisfied by any installed version, so a student's stale course module would not be
 replaced by the version the notebook was released with. This cell does the same
 version check with ``importlib.metadata``, in one pip call per kind of install.
+
+A failed install stops the notebook with one line (``SetupError``, whose
+``_render_traceback_`` is what Jupyter and Colab show instead of a traceback): when the
+course module was among what failed, ``git ls-remote`` tells whether its repository
+lacks the tag ``v<version>`` or cannot be read, and the line says to ask the instructor
+to push the tag there; otherwise it gives pip's own error. ``python -m autograder
+publish`` makes the same check before students are told. ``BBRL_COURSE_REPOSITORY``, when
+set, replaces the repository the cell installs from (tests/test_colab.py points it at a
+local bare repository); the released cell carries pyproject.toml's address.
 """
 
 from __future__ import annotations

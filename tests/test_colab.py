@@ -154,7 +154,7 @@ def test_first_set_up_cell_installs_the_course_module_from_the_tag(first_runs, c
     assert f"bbrl-course @ git+{repository}@{TAG}" in installed, installed
     python = _python(colab / "venv")
     origin = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.distribution('bbrl-course').read_text('direct_url.json'))"],
-                            check=True, capture_output=True, text=True).stdout
+                            check=True, capture_output=True, text=True, cwd=colab).stdout  # not the checkout's egg-info
     origin = json.loads(origin)
     assert origin["url"] == repository and origin["vcs_info"]["vcs"] == "git", origin
     assert origin["vcs_info"]["requested_revision"] == TAG, origin

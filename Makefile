@@ -4,6 +4,7 @@
 #
 #   make demo     set up, release the course, grade the sample class, print the grades
 #   make release  regenerate notebooks/ (student versions) from solutions/
+#   make publish  check that the repository holds the tag v<version> the notebooks install from
 #   make grade    grade autograder/submitted/ (STUDENT=id, ASSIGNMENT=name to narrow, ROOT=another course folder,
 #                 SCHEDULER=tcp://host:8786 a Dask cluster, FORCE=1 to grade unchanged submissions again)
 #   make report   grades/report.html again (the class at a glance), from the last grading (ROOT= likewise)
@@ -22,7 +23,7 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup test test-colab demo bench release handout grade report formgrader figure clean
+.PHONY: setup test test-colab demo bench release publish handout grade report formgrader figure clean
 
 setup: $(STAMP)
 
@@ -78,6 +79,12 @@ formgrader: setup
 # The student notebooks (notebooks/) and the README's Colab links, from solutions/
 release: setup
 	$(PY) -m autograder release
+
+# Before telling students: checks that the repository holds the tag v<version> that the
+# notebooks' set-up cells install the course module from (refuses when it does not;
+# says it skipped the check when the repository cannot be reached)
+publish: setup
+	$(PY) -m autograder publish
 
 # The solutions without hidden tests, for after the deadline (outputs/handout/)
 handout: setup

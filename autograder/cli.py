@@ -18,6 +18,7 @@ from autograder.course import AUTOGRADER, REPO, CourseError, assignments, course
 
 COMMANDS = {
     "release": "write the student notebooks (notebooks/) and the README's Colab links from solutions/",
+    "publish": "check that the course's repository holds the tag v<version> the notebooks install (before telling students)",
     "handout": "write the solutions without their hidden tests (outputs/handout/), for after the deadline",
     "grade": "grade the class's submissions: tables on screen, CSVs in grades/, feedback in feedback/",
     "report": "write the class report (grades/report.html) again from the last grading, without grading",
@@ -87,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"release": release, "handout": handout, "grade": grade, "report": report,
+        return {"release": release, "publish": publish, "handout": handout, "grade": grade, "report": report,
                 "formgrader": formgrader}[args.command](args)
     except CourseError as error:
         from autograder.isolation import inert
@@ -104,6 +105,22 @@ def release(args) -> int:
     for path in write_release():
         print(f"wrote {path.relative_to(REPO)}")
     print("wrote the Colab links of README.md")
+    from autograder.course.publish import check_tag
+
+    status, line = check_tag(timeout=10)
+    # the tag comes after the release is committed: here a missing one is a reminder
+    print({"present": "", "missing": "note: ", "unreachable": "warning: "}[status] + line
+          + (" (after committing this release), then run `make publish`" if status == "missing" else ""))
+    return 0
+
+
+def publish(args) -> int:
+    from autograder.course.publish import check_tag
+
+    status, line = check_tag()
+    if status == "missing":
+        raise CourseError(line)
+    print(("warning: " if status == "unreachable" else "") + line)
     return 0
 
 

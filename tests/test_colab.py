@@ -12,8 +12,10 @@ cells install never stays for the next run.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -23,6 +25,7 @@ import sample_class
 from autograder.course import setup_cell
 from autograder.course.run_notebooks import environ, execute_notebook
 from conftest import REPO
+from course_repository import bare_repository
 
 pytestmark = pytest.mark.colab
 
@@ -41,7 +44,8 @@ COLAB_PREINSTALLED = [
     "nbformat==5.11.1",
 ]
 #: What Colab does not have: the set-up cells must install it
-NOT_PREINSTALLED = ["gymnasium", "omegaconf", "bbrl", "box2d", "bootstrapped"]
+NOT_PREINSTALLED = ["gymnasium", "omegaconf", "bbrl", "box2d", "bootstrapped", "bbrl_course"]
+TAG = f"v{setup_cell.course_version()}"
 BASE = REPO / ".venv-colab-base"
 NAMES = ["01-ddpg", "02-td3", "03-experiment"]
 
@@ -71,22 +75,21 @@ def _site_packages(venv: Path) -> Path:
     return Path(out.stdout.strip())
 
 
-@pytest.fixture(scope="module")
-def colab(tmp_path_factory):
-    """A fresh environment on top of Colab's preinstalls, with the course module installed
-    from the checkout as its git install would (a wheel of the tree, no dependencies), and
-    a Jupyter kernel "colab" that runs in it."""
+@contextmanager
+def _colab_environment(tmp: Path, tag: str | None):
+    """A fresh environment on top of Colab's preinstalls, with a Jupyter kernel "colab" that
+    runs in it, and the course's repository as a local bare repository (tests/course_repository.py)
+    holding the checkout, tagged `tag` or not, which the set-up cells install the course
+    module from (BBRL_COURSE_REPOSITORY): the git path a student's set-up cell takes."""
     base = _base_environment()
-    tmp = tmp_path_factory.mktemp("colab")
     venv = tmp / "venv"
     _run(sys.executable, "-m", "venv", venv)
     # the base's packages are visible after the fresh environment's own (a .pth file):
     # what the set-up cells install goes into the fresh one, and replaces the base's
     (_site_packages(venv) / "colab-preinstalled.pth").write_text(str(_site_packages(base)) + "\n")
-    _run(_python(venv), "-m", "pip", "install", "--quiet", "--no-deps", REPO)
     for module in NOT_PREINSTALLED:
         found = subprocess.run([str(_python(venv)), "-c", f"import importlib.util as u; print(u.find_spec('{module}') is not None)"],
-                               check=True, capture_output=True, text=True).stdout.strip()
+                               check=True, capture_output=True, text=True, cwd=tmp).stdout.strip()
         assert found == "False", f"{module} is in the Colab environment before the set-up cell ran"
     kernels = tmp / "jupyter" / "kernels" / "colab"
     kernels.mkdir(parents=True)
@@ -95,8 +98,16 @@ def colab(tmp_path_factory):
         "display_name": "Colab (simulated)",
         "language": "python",
     }))
+    repository = bare_repository(tmp, tag)
     with environ(JUPYTER_PATH=str(tmp / "jupyter"), PYTHONPATH=None, BBRL_COURSE_NOTEBOOKS=None,
-                 NBGRADER_EXECUTION=None, VIRTUAL_ENV=None):
+                 NBGRADER_EXECUTION=None, VIRTUAL_ENV=None, BBRL_COURSE_REPOSITORY=repository):
+        yield tmp
+
+
+@pytest.fixture(scope="module")
+def colab(tmp_path_factory):
+    """Colab, with the course's repository holding the tag v<version>."""
+    with _colab_environment(tmp_path_factory.mktemp("colab"), TAG) as tmp:
         yield tmp
 
 
@@ -134,8 +145,19 @@ def test_first_set_up_cell_installs_what_colab_lacks(first_runs):
     installed = _setup_output(first_runs["01-ddpg"].executed)
     for requirement in ("gymnasium", "omegaconf", "moviepy==2", "bootstrapped", "box2d", "bbrl=="):
         assert requirement in installed, f"the first set-up cell did not install {requirement}: {installed!r}"
-    assert "bbrl-course" not in installed, "the course module was installed from the checkout"
     assert "torch" not in installed and "numpy" not in installed, "Colab's own torch and numpy are kept"
+
+
+def test_first_set_up_cell_installs_the_course_module_from_the_tag(first_runs, colab):
+    repository = os.environ["BBRL_COURSE_REPOSITORY"]
+    installed = _setup_output(first_runs["01-ddpg"].executed)
+    assert f"bbrl-course @ git+{repository}@{TAG}" in installed, installed
+    python = _python(colab / "venv")
+    origin = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.distribution('bbrl-course').read_text('direct_url.json'))"],
+                            check=True, capture_output=True, text=True, cwd=colab).stdout  # not the checkout's egg-info
+    origin = json.loads(origin)
+    assert origin["url"] == repository and origin["vcs_info"]["vcs"] == "git", origin
+    assert origin["vcs_info"]["requested_revision"] == TAG, origin
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -174,3 +196,28 @@ def test_experiment_analysis_runs_again_from_the_saved_runs_alone(first_runs, co
     assert (path.parent / "03-experiment-results.npz").is_file()
     text = "".join(o.get("text", "") for c in run.executed.cells for o in c.get("outputs", []))
     assert text.count("Welch") >= 2, text[-2000:]
+
+
+def test_set_up_cell_stops_with_one_line_without_the_tag(tmp_path):
+    """The instructor has not pushed the tag: the set-up cell says so in one line, no
+    traceback, and the notebook stops there (the next cell does not run)."""
+    with _colab_environment(tmp_path, None):
+        repository = os.environ["BBRL_COURSE_REPOSITORY"]
+        notebook = nbformat.read(str(REPO / "notebooks" / "01-ddpg.ipynb"), as_version=4)
+        notebook.cells = [c for c in notebook.cells if setup_cell.is_setup_cell(c)]
+        notebook.cells.append(nbformat.v4.new_code_cell("import bbrl_course"))
+        path = tmp_path / "student" / "01-ddpg.ipynb"
+        path.parent.mkdir()
+        nbformat.write(notebook, str(path))
+        run = execute_notebook(path, path.parent, fast=True, timeout=600, kernel_name="colab")
+    assert not run.ok
+    setup, after = run.executed.cells
+    errors = [o for o in setup.outputs if o.output_type == "error"]
+    assert len(errors) == 1 and errors[0].ename == "SetupError", setup.outputs
+    assert errors[0].traceback == [
+        f"SetupError: could not install the course module from {repository} at tag {TAG}: it has no tag {TAG}. "
+        f"Ask your instructor to push tag {TAG} to {repository}"
+    ], errors[0].traceback
+    printed = _setup_output(run.executed)
+    assert "Traceback" not in printed and "pathspec" not in printed and "CalledProcessError" not in printed, printed
+    assert after.execution_count is None and after.outputs == [], "the notebook went on after the failed set-up"

@@ -12,9 +12,11 @@ import nbformat
 import pytest
 
 from autograder import course
-from autograder.course import release, setup_cell
+from autograder.course import publish, release, setup_cell
+from autograder.cli import main as cli_main
 from autograder.course.run_notebooks import environ, execute_notebook
 from conftest import REPO, SOLUTIONS
+from course_repository import bare_repository
 
 NOTEBOOKS = REPO / "notebooks"
 NAMES = [p.stem for p in sorted(SOLUTIONS.glob("*.ipynb"))]
@@ -183,6 +185,7 @@ def test_install_cell_does_nothing_when_everything_is_there(monkeypatch):
 
     setup = next(c.source for c in _cells(NOTEBOOKS / "02-td3.ipynb") if "def install_missing" in c.source)
     calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: calls.append(a))
     namespace: dict = {}
     exec(setup, namespace)  # runs install_missing() as the notebook does
@@ -198,7 +201,12 @@ def test_install_cell_installs_what_is_missing_or_at_another_version(monkeypatch
     namespace: dict = {}
     exec(setup, namespace)
     calls = []
-    monkeypatch.setattr(subprocess, "check_call", lambda command: calls.append(command))
+
+    def pip(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", pip)
     version = importlib.metadata.version
     # Colab: moviepy 1 and its own numpy; no omegaconf, bbrl or course module
     colab = {"moviepy": "1.0.3", "numpy": "2.0.2"}
@@ -228,7 +236,8 @@ def test_install_cell_is_one_source_written_by_make_release():
 def test_install_cell_pins_the_course_module_at_its_released_version():
     text = setup_cell.render(course.repository_url())
     version = setup_cell.course_version()
-    assert f'COURSE_VERSION = "{version}"' in text and "@v{COURSE_VERSION}" in text
+    assert f'COURSE_VERSION = "{version}"' in text and 'COURSE_TAG = f"v{COURSE_VERSION}"' in text
+    assert "@{COURSE_TAG}" in text
     import bbrl_course
 
     assert bbrl_course.__version__ == version, "the installed course module is not pyproject.toml's: run `make setup`"
@@ -305,3 +314,144 @@ def test_every_visible_test_fails_with_a_message_naming_the_function(student_run
             if error.evalue.startswith(NO_RESULTS):
                 continue  # the experiment's results, checked in test_notebooks
             assert re.match(r"[\w.]+ is not written yet: replace `raise NotImplementedError\(\)`", error.evalue)
+
+
+# --- the tag that the set-up cells install the course module from -----------------------
+
+TAG = f"v{setup_cell.course_version()}"
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory):
+    """The course's repository, locally, holding the tag v<version>: its URL."""
+    return bare_repository(tmp_path_factory.mktemp("tagged"), TAG)
+
+
+@pytest.fixture(scope="module")
+def untagged(tmp_path_factory):
+    """The course's repository, locally, without the tag (not pushed yet): its URL."""
+    return bare_repository(tmp_path_factory.mktemp("untagged"), None)
+
+
+def _publish(monkeypatch, capsys, url):
+    monkeypatch.setenv(publish.REPOSITORY_VARIABLE, url)
+    status = cli_main(["publish"])
+    out, err = capsys.readouterr()
+    return status, out.splitlines(), err.splitlines()
+
+
+def test_publish_accepts_a_repository_holding_the_tag(tagged, monkeypatch, capsys):
+    status, out, err = _publish(monkeypatch, capsys, tagged)
+    assert status == 0 and err == [] and len(out) == 1, (out, err)
+    assert out[0].startswith(f"{tagged} holds tag {TAG} ("), out
+
+
+def test_publish_refuses_a_repository_without_the_tag(untagged, monkeypatch, capsys):
+    status, out, err = _publish(monkeypatch, capsys, untagged)
+    assert status == 1 and out == [] and len(err) == 1, (out, err)
+    assert err[0].startswith(f"error: {untagged} has no tag {TAG}: "), err
+    assert f"`git tag {TAG} && git push origin {TAG}`" in err[0], err
+
+
+def test_publish_refuses_a_repository_that_does_not_answer(tmp_path, monkeypatch, capsys):
+    url = (tmp_path / "no-such-repository.git").as_uri()
+    status, out, err = _publish(monkeypatch, capsys, url)
+    assert status == 1 and out == [] and len(err) == 1, (out, err)
+    assert err[0].startswith(f"error: {url} does not answer as a git repository ("), err
+    assert "[project.urls] Repository" in err[0] and f"git push origin {TAG}" in err[0], err
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:1/course.git", "https://course.invalid/ddpg-td3"],
+                         ids=["refused", "no-such-host"])
+def test_publish_skips_the_check_when_the_host_cannot_be_reached(url, monkeypatch, capsys):
+    """Offline (CI's `make release` included), the check says it was skipped, and does not fail."""
+    for proxy in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    status, out, err = _publish(monkeypatch, capsys, url)
+    assert status == 0 and err == [] and len(out) == 1, (out, err)
+    assert out[0].startswith(f"warning: skipped the check of tag {TAG} on {url}: could not reach it ("), out
+
+
+def test_tag_check_gives_up_on_a_host_that_never_answers():
+    import socket
+
+    with socket.socket() as server:  # accepts connections (the kernel's backlog) and never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/course.git"
+        status, line = publish.check_tag(url, timeout=1)
+    assert status == "unreachable" and line == f"skipped the check of tag {TAG} on {url}: no answer within 1 s", line
+
+
+def test_released_set_up_cell_carries_pyproject_repository_whatever_the_override(untagged, monkeypatch):
+    monkeypatch.setenv(publish.REPOSITORY_VARIABLE, untagged)
+    notebook = release.with_setup_cell(nbformat.read(str(SOLUTIONS / "01-ddpg.ipynb"), as_version=4), "01-ddpg")
+    source = next(c.source for c in notebook.cells if setup_cell.is_setup_cell(c))
+    assert f'COURSE_REPOSITORY = "{course.repository_url()}"' in source and untagged not in source
+
+
+def _failing_install(monkeypatch, url, pip_error):
+    """The set-up cell of 01-ddpg with BBRL_COURSE_REPOSITORY=url, where the course module
+    is missing and pip fails with pip_error (git runs for real): its install_missing()."""
+    import importlib.metadata
+    import subprocess
+
+    monkeypatch.setenv(publish.REPOSITORY_VARIABLE, url)
+    source = next(c.source for c in _cells(NOTEBOOKS / "01-ddpg.ipynb") if setup_cell.is_setup_cell(c))
+    namespace: dict = {}
+    exec(source.replace("\ninstall_missing()", "\n"), namespace)
+    version, run = importlib.metadata.version, subprocess.run
+
+    def without_course(distribution):
+        if distribution == "bbrl-course":
+            raise importlib.metadata.PackageNotFoundError(distribution)
+        return version(distribution)
+
+    def failing_pip(command, **kwargs):
+        if command[1:3] == ["-m", "pip"]:
+            return subprocess.CompletedProcess(command, 1, "", pip_error)
+        return run(command, **kwargs)
+
+    monkeypatch.setattr(importlib.metadata, "version", without_course)
+    monkeypatch.setattr(subprocess, "run", failing_pip)
+    return namespace["install_missing"]
+
+
+#: what pip says when the tag is missing (pip 26)
+PATHSPEC = f"""  Running command git checkout -q {TAG}
+  error: pathspec '{TAG}' did not match any file(s) known to git
+  error: subprocess-exited-with-error
+  note: This error originates from a subprocess, and is likely not a problem with pip.
+"""
+
+
+def _one_line(install) -> str:
+    with pytest.raises(Exception) as raised:
+        install()
+    assert type(raised.value).__name__ == "SetupError", raised.value
+    shown = raised.value._render_traceback_()  # what Jupyter and Colab show instead of a traceback
+    assert len(shown) == 1 and "\n" not in shown[0], shown
+    assert shown[0] == f"SetupError: {raised.value}"
+    return str(raised.value)
+
+
+def test_set_up_cell_stops_with_one_line_when_the_tag_is_missing(untagged, monkeypatch, capsys):
+    line = _one_line(_failing_install(monkeypatch, untagged, PATHSPEC))
+    assert line == (f"could not install the course module from {untagged} at tag {TAG}: it has no tag {TAG}. "
+                    f"Ask your instructor to push tag {TAG} to {untagged}")
+    assert "pathspec" not in capsys.readouterr().out
+
+
+def test_set_up_cell_stops_with_one_line_when_the_repository_does_not_answer(tmp_path, monkeypatch):
+    url = (tmp_path / "no-such-repository.git").as_uri()
+    line = _one_line(_failing_install(monkeypatch, url, "fatal: repository not found"))
+    assert line.startswith(f"could not install the course module from {url} at tag {TAG}: could not read the repository ("), line
+    assert line.endswith(f"Ask your instructor to push tag {TAG} to {url}"), line
+
+
+def test_set_up_cell_gives_pip_own_error_when_the_tag_is_there(tagged, monkeypatch):
+    """The tag is there: the failure is pip's (PyPI out of reach, say), not the instructor's."""
+    error = "ERROR: No matching distribution found for bbrl==1.0.1"
+    line = _one_line(_failing_install(monkeypatch, tagged, f"WARNING: retrying\n\x1b[31m{error}\x1b[0m\n\x1b[0m\n"))
+    assert line == (f"pip could not install bbrl-course @ git+{tagged}@{TAG}: {error} "
+                    "(check the network, run this cell again)")

@@ -14,6 +14,15 @@ Colab start-up pays each call), and a ``name @ git+URL`` requirement counts as
 satisfied by any installed version, so a student's stale course module would not be
 replaced by the version the notebook was released with. This cell does the same
 version check with ``importlib.metadata``, in one pip call per kind of install.
+
+A failed install stops the notebook with one line (``SetupError``, whose
+``_render_traceback_`` is what Jupyter and Colab show instead of a traceback): when the
+course module was among what failed, ``git ls-remote`` tells whether its repository
+lacks the tag ``v<version>`` or cannot be read, and the line says to ask the instructor
+to push the tag there; otherwise it gives pip's own error. ``python -m autograder
+publish`` makes the same check before students are told. ``BBRL_COURSE_REPOSITORY``, when
+set, replaces the repository the cell installs from (tests/test_colab.py points it at a
+local bare repository); the released cell carries pyproject.toml's address.
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ TEMPLATE = '''\
 # pinned; does nothing when everything is there. The same cell is in every notebook
 # of the course (written by `make release` from autograder/course/setup_cell.py).
 import importlib.metadata
+import os
+import re
 import subprocess
 import sys
 
@@ -52,6 +63,9 @@ import sys
 # notebook was released with (a later change of the module cannot break it)
 COURSE_REPOSITORY = "{repository}"
 COURSE_VERSION = "{version}"
+# (the course's own tests install from a copy of the repository: BBRL_COURSE_REPOSITORY)
+COURSE_REPOSITORY = os.environ.get("BBRL_COURSE_REPOSITORY", COURSE_REPOSITORY)
+COURSE_TAG = f"v{{COURSE_VERSION}}"
 
 # (distribution, version, pip requirement, exact): exact=True replaces another
 # installed version; exact=False accepts any (Colab's own torch, numpy, ...)
@@ -61,8 +75,15 @@ PACKAGES = [
 # bbrl declares torchvision and opencv-python but never imports them: --no-deps
 PACKAGES_NO_DEPS = [
 {packages_no_deps}
-    ("bbrl-course", COURSE_VERSION, f"bbrl-course @ git+{{COURSE_REPOSITORY}}@v{{COURSE_VERSION}}", True),
+    ("bbrl-course", COURSE_VERSION, f"bbrl-course @ git+{{COURSE_REPOSITORY}}@{{COURSE_TAG}}", True),
 ]
+
+
+class SetupError(Exception):
+    """Stops the notebook with one line, without a traceback (as Jupyter and Colab show it)."""
+
+    def _render_traceback_(self):
+        return [f"SetupError: {{self}}"]
 
 
 def needs_install(distribution, version, exact):
@@ -73,14 +94,36 @@ def needs_install(distribution, version, exact):
     return exact and installed != version
 
 
+def course_tag_problem():
+    """Why pip cannot fetch the course module's tag from its repository, or None."""
+    command = ["git", "ls-remote", COURSE_REPOSITORY, f"refs/tags/{{COURSE_TAG}}"]
+    try:
+        answer = subprocess.run(command, capture_output=True, text=True, env={{**os.environ, "GIT_TERMINAL_PROMPT": "0"}})
+    except OSError:
+        return "git is not installed"
+    if answer.returncode != 0:
+        return "could not read the repository (" + (answer.stderr.strip().splitlines() or ["no answer"])[0] + ")"
+    return None if answer.stdout.strip() else f"it has no tag {{COURSE_TAG}}"
+
+
 def install_missing():
-    """Installs the packages that are missing or at another version; nothing otherwise."""
+    """Installs the packages that are missing or at another version; nothing otherwise.
+    A failure stops the notebook with one line that says what to do."""
     pip = [sys.executable, "-m", "pip", "install", "--quiet"]
     for packages, options in ((PACKAGES, []), (PACKAGES_NO_DEPS, ["--no-deps"])):
         missing = [requirement for *check, requirement, exact in packages if needs_install(*check, exact)]
         if missing:
             print("Installing", ", ".join(missing))
-            subprocess.check_call(pip + options + missing)
+            done = subprocess.run(pip + options + missing, capture_output=True, text=True)
+            if done.returncode == 0:
+                continue
+            problem = any(r.startswith("bbrl-course") for r in missing) and course_tag_problem()
+            if problem:
+                raise SetupError(f"could not install the course module from {{COURSE_REPOSITORY}} at tag {{COURSE_TAG}}: "
+                                 f"{{problem}}. Ask your instructor to push tag {{COURSE_TAG}} to {{COURSE_REPOSITORY}}")
+            lines = [re.sub(r"\\x1b\\[[0-9;]*m", "", line).strip() for line in done.stderr.splitlines()]
+            error = ([line for line in lines if line.startswith(("ERROR:", "× "))] or [line for line in lines if line] or ["?"])[0]
+            raise SetupError(f"pip could not install {{', '.join(missing)}}: {{error}} (check the network, run this cell again)")
 
 
 install_missing()'''

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: the grader's layers, from the bottom: a module may import its own layer and those below
 LAYERS = ["autograder.course", "autograder.isolation", "autograder.reporting", "autograder.grading",
-          "autograder.cli", "autograder.__main__"]
+          "autograder.audit", "autograder.cli", "autograder.__main__"]
 #: nbgrader's configuration file, loaded by path; it belongs to the course's layer
 BOTTOM = {"autograder", "autograder.nbgrader_config"}
 

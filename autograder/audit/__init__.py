@@ -4,7 +4,7 @@
 ``def`` bodies between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` of
 ``solutions/*.ipynb``) gets its mutants (``autograder.audit.mutants``: small changes by
 rules on the syntax tree), and each mutant is graded by the judge as a submission is,
-with the assignment's tests, visible and hidden (``autograder.audit.run``). Per function
+with the assignment's tests, visible and hidden (``autograder.audit.judging``). Per function
 it reports the mutants, those caught by all the tests, those caught by the visible tests
 alone (what a student can see before handing in), the equivalent ones, and the survivors.
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.audit.mutants import Mutant, mutants
-from autograder.audit.run import Outcome, grade_all
-from autograder.course import CourseError
+from autograder.audit.judging import Outcome, grade_all
+from autograder.course import NOTEBOOKS, SOLUTIONS, CourseError
 
 HERE = Path(__file__).resolve().parent
 EQUIVALENT = HERE / "equivalent.toml"
@@ -77,7 +77,8 @@ def classify(mutant: Mutant, outcome: Outcome, equivalent: dict) -> str:
 
 def run(assignments: list[str], jobs: int = 2, trusted: bool = True, learning: bool = False,
         functions: set[str] | None = None, ids: set[str] | None = None, progress=None,
-        skipped: list[str] | None = None) -> tuple[list[Row], float]:
+        skipped: list[str] | None = None, solutions: Path = SOLUTIONS,
+        notebooks: Path = NOTEBOOKS) -> tuple[list[Row], float]:
     """Every mutant of the assignments (of ``functions`` only, or these ``ids`` only),
     graded; the rows and the seconds it took. The tests that fail on the solution itself
     are left out, with a line in ``skipped``."""
@@ -86,12 +87,13 @@ def run(assignments: list[str], jobs: int = 2, trusted: bool = True, learning: b
     equivalent = equivalents()
     rows = []
     for assignment in assignments:
-        selected = [m for m in mutants(assignment) if (functions is None or m.function in functions)
+        selected = [m for m in mutants(assignment, solutions) if (functions is None or m.function in functions)
                     and (ids is None or m.id in ids)]
         if not selected:
             continue
         by_id = {m.id: m for m in selected}
-        solution, outcomes = grade_all(assignment, selected, jobs, trusted, learning, progress=progress)
+        solution, outcomes = grade_all(assignment, selected, jobs, trusted, learning, solutions=solutions,
+                                       notebooks=notebooks, progress=progress)
         if solution.broken:
             raise CourseError(f"{assignment}: the judge could not grade the solution itself ({solution.broken})")
         for test in solution.failed:  # a test that needs more than the functions (the experiment's results file)
@@ -104,6 +106,16 @@ def run(assignments: list[str], jobs: int = 2, trusted: bool = True, learning: b
                     outcome.errors.pop(test, None)
         rows += [Row(by_id[o.id], o, classify(by_id[o.id], o, equivalent)) for o in outcomes]
     return rows, time.perf_counter() - start
+
+
+def subset(found: list[Mutant], per_function: int) -> list[Mutant]:
+    """A fixed sample: of each function, the ``per_function`` mutants of lowest digest (the
+    last part of the id). Stable (a mutant stays in it while its function's code stays), and
+    the same rules are not favoured over others."""
+    chosen = {}
+    for mutant in found:
+        chosen.setdefault((mutant.assignment, mutant.function), []).append(mutant)
+    return [m for group in chosen.values() for m in sorted(group, key=lambda m: m.id.rsplit(":", 1)[1])[:per_function]]
 
 
 def per_function(rows: list[Row]) -> list[dict]:

@@ -143,9 +143,16 @@ def grade_all(assignment: str, selected: list[Mutant], jobs: int = 2, trusted: b
               progress=None) -> tuple[Outcome, list[Outcome]]:
     """The solution's outcome (every test must pass) and each mutant's, graded ``jobs`` at a time."""
     filled = filled_notebook(assignment, solutions, notebooks)
+    audited = audit_source(assignment, learning, solutions)
+    known = {c.metadata.get("nbgrader", {}).get("grade_id") for c in audited.cells}
+    # a test cell left out (slow) goes from the submission too: the judge would run it in the
+    # student's process as a cell the student added
+    filled.cells = [c for c in filled.cells if not (c.metadata.get("nbgrader", {}).get("grade") and
+                                                    c.metadata["nbgrader"].get("grade_id") not in known
+                                                    and not c.metadata["nbgrader"].get("solution"))]
     with tempfile.TemporaryDirectory(prefix="course-audit-source-") as folder:
         source = Path(folder) / f"{assignment}.ipynb"
-        nbformat.write(audit_source(assignment, learning, solutions), str(source))
+        nbformat.write(audited, str(source))
         tasks = [(SOLUTION, None)] + [(m.id, m) for m in selected]
         with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn"),
                                  initializer=_start_worker) as pool:

@@ -12,6 +12,7 @@
 #   make test     set up, then run the test suite
 #   make test-colab  the student notebooks in a simulated Colab, from their set-up cells
 #   make bench    set up (with the benchmark extras), then run the benchmarks
+#   make audit    the mutation audit: which plausible bugs of the solutions the tests miss (ASSIGNMENT=name to narrow)
 #   make figure   run the experiment notebook in full, regenerate docs/bias-*.png (about 45 min)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -23,7 +24,7 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup test test-colab demo bench release publish handout grade report formgrader figure clean
+.PHONY: setup test test-colab demo bench release publish handout grade report formgrader figure clean audit
 
 setup: $(STAMP)
 
@@ -89,6 +90,11 @@ publish: setup
 # The solutions without hidden tests, for after the deadline (outputs/handout/)
 handout: setup
 	$(PY) -m autograder handout
+
+# The mutation audit (autograder/audit/): every mutant of every student function graded by the
+# judge; tables on screen, grades/audit.csv and grades/audit.md in the course folder (ROOT=)
+audit: setup
+	$(PY) -m autograder audit $(if $(ROOT),--root "$(ROOT)") $(if $(ASSIGNMENT),--assignment "$(ASSIGNMENT)")
 
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/grading.py

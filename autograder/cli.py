@@ -23,6 +23,7 @@ COMMANDS = {
     "grade": "grade the class's submissions: tables on screen, CSVs in grades/, feedback in feedback/",
     "report": "write the class report (grades/report.html) again from the last grading, without grading",
     "formgrader": "start JupyterLab with nbgrader's formgrader on 127.0.0.1, to grade answers by hand",
+    "audit": "grade mutants of the solutions (plausible bugs) with the tests: which ones the tests miss",
 }
 
 GRADE_EPILOG = """\
@@ -82,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     formgrader = commands.choices["formgrader"]
     _root_argument(formgrader)
     formgrader.add_argument("--port", type=int, default=8888, help="the port on 127.0.0.1 (default %(default)s)")
+    _audit_arguments(commands.choices["audit"])
     return main
 
 
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return {"release": release, "publish": publish, "handout": handout, "grade": grade, "report": report,
-                "formgrader": formgrader}[args.command](args)
+                "formgrader": formgrader, "audit": audit}[args.command](args)
     except CourseError as error:
         from autograder.isolation import inert
 
@@ -175,4 +177,47 @@ def grade(args) -> int:
               f"make formgrader{'' if root == AUTOGRADER else ' ROOT=' + shlex.quote(shown(root))}")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    return 0
+
+
+def _audit_arguments(audit: argparse.ArgumentParser) -> None:
+    audit.add_argument("--assignment", help="audit only this assignment (default: all)")
+    audit.add_argument("--function", action="append", help="audit only this function (repeat for more)")
+    _root_argument(audit)
+    audit.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                       help="mutants graded at once (default %(default)s)")
+    audit.add_argument("--learning", action="store_true", help="also run the tests tagged slow (the learning test)")
+    audit.add_argument("--sandbox", action="store_true",
+                       help="run the mutants in the sandbox (default: without; they are the instructor's own code)")
+    audit.add_argument("--write-baseline", action="store_true",
+                       help="record every mutant's outcome in autograder/audit/baseline.json (for CI)")
+
+
+def audit(args) -> int:
+    from autograder import audit as mutation_audit
+
+    names = assignments()
+    if args.assignment and args.assignment not in names:
+        raise CourseError(f"no assignment {args.assignment!r}: the assignments are {', '.join(names)}")
+    chosen = [args.assignment] if args.assignment else names
+
+    def progress(outcome):
+        what = "broken" if outcome.broken else "failed: " + " ".join(outcome.failed) if outcome.failed else "passed"
+        print(f"  {outcome.id} ({outcome.seconds:.1f} s): {what}", flush=True)
+
+    skipped: list[str] = []
+    rows, seconds = mutation_audit.run(chosen, args.jobs, trusted=not args.sandbox, learning=args.learning,
+                                       functions=set(args.function) if args.function else None, progress=progress,
+                                       skipped=skipped)
+    print("\n".join(skipped))
+    print(mutation_audit.text_table(rows))
+    survivors = [r for r in rows if r.status == mutation_audit.SURVIVED]
+    for r in survivors:
+        print(f"survives: {r.mutant.id}  {r.mutant.description}")
+    root = course_root(args.root)
+    csv_path, md_path = mutation_audit.write(rows, root / "grades", seconds, args.jobs)
+    print(f"{len(rows)} mutants in {seconds:.0f} s; wrote {shown(csv_path)} and {shown(md_path)}")
+    if args.write_baseline:
+        mutation_audit.write_baseline(rows)
+        print(f"wrote {shown(mutation_audit.BASELINE)}")
     return 0

@@ -241,35 +241,39 @@ class StandInTD3:
     """A stand-in for a TD3 object, built like the course's TD3: its actor is a
     ``ContinuousDeterministicActor`` and its critics ``ContinuousQAgent`` (each network
     in ``.model``, the critics with the prefixes of the notebook's TD3), with small layers
-    whose parameters all equal ``network_value`` (the targets ``target_value``).
+    whose parameters all equal ``network_value`` (the targets ``target_value``); either
+    may be a dict by network name ("actor", "critic_1", "critic_2"), so that a target
+    moved towards the wrong network shows.
 
     Test cells run a student's function on it (``update_targets``, ``run_td3``), so
     that the test does not depend on the student's ``create_critics``.
     """
 
-    def __init__(self, cfg, network_value: float = 1.0, target_value: float = 3.0):
+    def __init__(self, cfg, network_value: float | dict = 1.0, target_value: float | dict = 3.0):
         from .agents import ContinuousDeterministicActor, ContinuousQAgent
 
         self.cfg = cfg
         self.nb_steps = 0
         self.nb_updates = 0
         self.logger = _SilentLogger()
-        for target, value in (("", network_value), ("target_", target_value)):
+        for target, values in (("", network_value), ("target_", target_value)):
             actor = ContinuousDeterministicActor(2, [2], 1)
             critics = [ContinuousQAgent(2, [2], 1).with_prefix(f"{target.replace('_', '-')}critic-{i}/") for i in (1, 2)]
             for name, network in (("actor", actor), ("critic_1", critics[0]), ("critic_2", critics[1])):
+                value = values[name] if isinstance(values, dict) else values
                 with torch.no_grad():
                     for parameter in network.parameters():
-                        parameter.fill_(value)
+                        parameter.fill_(float(value))
                 setattr(self, f"{target}{name}", network)
 
     def __repr__(self):
         return "<stand-in TD3>"
 
 
-def stand_in_td3(cfg, network_value: float = 1.0, target_value: float = 3.0) -> StandInTD3:
+def stand_in_td3(cfg, network_value: float | dict = 1.0, target_value: float | dict = 3.0) -> StandInTD3:
     """A stand-in TD3 whose networks' parameters all equal ``network_value`` and whose
-    targets' parameters all equal ``target_value``."""
+    targets' parameters all equal ``target_value`` (either a number, or a dict by network
+    name: "actor", "critic_1", "critic_2")."""
     return StandInTD3(cfg, network_value, target_value)
 
 
@@ -287,14 +291,16 @@ def count_updates(run, cfg, n_updates: int = 12) -> dict[str, int]:
     targets); they are put back afterwards. Returns the number of critic and
     actor updates, the number of gradient steps in which each target moved, and
     ``"targets without actor"``: steps where targets moved but the actor was not
-    updated.
+    updated, and ``"actor without gradient"``: actor updates called with autograd off
+    (under ``torch.no_grad()``).
     """
     remote = getattr(type(run), "run_helper", None)
     if remote is not None:  # graded: ``run`` stands for the student's function, in another process
         return remote(run, "count_updates", cfg, n_updates)
     algo = StandInTD3(cfg)
     targets = {name: getattr(algo, name) for name in _TARGETS}
-    counts = {"critic": 0, "actor": 0, **{name: 0 for name in _TARGETS}, "targets without actor": 0}
+    counts = {"critic": 0, "actor": 0, **{name: 0 for name in _TARGETS}, "targets without actor": 0,
+              "actor without gradient": 0}
     snapshots = {name: _snapshot(net) for name, net in targets.items()}
     step = {"actor": False}
 
@@ -336,6 +342,8 @@ def count_updates(run, cfg, n_updates: int = 12) -> dict[str, int]:
 
     def update_actor(td3, batch):
         counts["actor"] += 1
+        if not torch.is_grad_enabled():  # under torch.no_grad(): the actor could not learn
+            counts["actor without gradient"] += 1
         step["actor"] = True
         return torch.zeros(())
 

@@ -276,6 +276,8 @@ SAMPLES = [
            loses=("test_experiment_results",)),
     Sample("exp-fast-results", EXPERIMENT, "results made in fast mode (800 steps): meaningless", results="fast",
            loses=("test_experiment_results",)),
+    Sample("exp-short-results", EXPERIMENT, "results made on a third of the notebook's budget, not in fast mode",
+           results="short", loses=("test_experiment_results",)),
 ]
 
 SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*\n", re.M)
@@ -367,7 +369,8 @@ def write_results(path: Path, kind: str = "complete", n_evals: int = 4) -> Path:
     """A results file of the shape the experiment writes (save_results), with made-up values
     and what made them (the notebook's budget): the test of the results file checks what was
     run (algorithms, seeds, shapes, budget), not values.
-    ``kind``: "complete", "ddpg-only", "three-seeds", or "fast" (made in fast mode)."""
+    ``kind``: "complete", "ddpg-only", "three-seeds", "fast" (made in fast mode), or "short"
+    (a third of the budget, not in fast mode)."""
     import numpy as np
 
     from bbrl_course import __version__
@@ -389,7 +392,8 @@ def write_results(path: Path, kind: str = "complete", n_evals: int = 4) -> Path:
             }
             for label in labels
         }
-        made = {"env_name": env_name, "max_steps": experiment_steps(env_name, fast), "fast": fast,
+        steps = experiment_steps(env_name, fast) // (3 if kind == "short" else 1)
+        made = {"env_name": env_name, "max_steps": steps, "fast": fast,
                 "n_episodes": 2 if fast else 5, "bbrl_course": __version__, "seeds": {label: seeds for label in labels}}
         save_results(path, env_name, summary, made=made)
     return path

@@ -363,3 +363,44 @@ def test_saved_runs_of_another_budget_or_code_run_again(tmp_path, monkeypatch, c
     made = experiment.runs_made_by(experiment.load_runs(path, "Pendulum-v1"))
     assert made["max_steps"] == 800 and made["fast"] is False and made["seeds"] == {"DDPG": [1, 2], "TD3": [1, 2]}
     assert made["bbrl_course"] and made["n_episodes"] == 2
+
+
+def _released_cell(grade_id):
+    notebook = nbformat.read(str(REPO / "notebooks" / "03-experiment.ipynb"), as_version=4)
+    return next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def test_the_drive_cell_mounts_drive_in_colab_only(monkeypatch, capsys):
+    import sys
+    import types
+
+    from bbrl_course import in_colab
+
+    source = _released_cell("experiment-drive").source
+    exec(source, {"Path": Path, "in_colab": in_colab})  # outside Colab: nothing
+    assert capsys.readouterr().out == ""
+    mounted = []
+    google, colab = types.ModuleType("google"), types.ModuleType("google.colab")
+    colab.drive = SimpleNamespace(mount=mounted.append)
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    exec(source, {"Path": Path, "in_colab": in_colab})
+    assert mounted == ["/content/drive"]
+
+    def refused(path):
+        raise ValueError("mount failed")
+
+    colab.drive = SimpleNamespace(mount=refused)  # permission refused: a line, and the notebook goes on
+    exec(source, {"Path": Path, "in_colab": in_colab})
+    assert "Drive not mounted (mount failed): the files stay in this runtime" in capsys.readouterr().out
+
+
+def test_the_budget_check_of_the_results_file_is_visible_to_students():
+    # the released test (what students see) refuses fast mode and short budgets itself: a contract
+    # the hidden part could not add
+    source = _released_cell("test_experiment_results").source
+    assert "HIDDEN" not in source
+    for text in ('made.get("fast")', 'made["max_steps"] >= budget', "config_for(env_name, fast=False)",
+                 'os.environ.get("NBGRADER_EXECUTION") != "autograde"'):
+        assert text in source, text

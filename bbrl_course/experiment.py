@@ -52,38 +52,79 @@ __all__ = [
     "measure",
     "plot_experiment",
     "report",
+    "results_folder",
+    "results_made_by",
     "run_experiment",
+    "runs_made_by",
     "save_results",
+    "save_run",
     "summaries",
     "tail_steps",
     "train_and_measure",
 ]
 
+#: Google Drive, as Colab mounts it (``drive.mount("/content/drive")``)
+DRIVE = Path("/content/drive/MyDrive")
 #: Where ``find_notebook`` looks for the DDPG and TD3 notebooks, after the working directory
-COLAB_DRIVE = Path("/content/drive/MyDrive/Colab Notebooks")
+COLAB_DRIVE = DRIVE / "Colab Notebooks"
+#: The course's folder in Drive, where the experiment writes its files when Drive is mounted
+DRIVE_FOLDER = "bbrl-course-ddpg-td3"
 #: A folder to look in first (``make figure`` points it to solutions/)
 NOTEBOOKS_ENV = "BBRL_COURSE_NOTEBOOKS"
 
 
+def results_folder(drive: str | Path = DRIVE) -> Path:
+    """Where the experiment writes its runs and results: the course's folder in Google Drive
+    when Drive is mounted (Colab: they survive the end of the runtime), the working
+    directory otherwise."""
+    drive = Path(drive)
+    if drive.is_dir():
+        folder = drive / DRIVE_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return Path(".")
+
+
+def _copies(name: str) -> "re.Pattern":
+    """The names a notebook gets from Colab and browsers: ``Copy of 01-ddpg.ipynb`` (Colab's
+    "Save a copy in Drive"), ``01-ddpg (1).ipynb`` (a second download), or both."""
+    import re
+
+    path = Path(name)
+    return re.compile(rf"(Copy of )?{re.escape(path.stem)}( ?\(\d+\))?{re.escape(path.suffix)}")
+
+
 def find_notebook(name: str, folders: Sequence[str | Path] | None = None) -> Path:
-    """The path of the course notebook ``name`` (``01-ddpg.ipynb``), searched for in the
-    folder named by ``BBRL_COURSE_NOTEBOOKS`` if set, the working directory, its parent,
-    nbgrader's assignment folder ``../01-ddpg/`` and Colab's Drive folder; a clear error
-    that says where it looked otherwise."""
+    """The path of the course notebook ``name`` (``01-ddpg.ipynb``, or a copy of it:
+    ``Copy of 01-ddpg.ipynb``, ``01-ddpg (1).ipynb``), searched for in the folder named by
+    ``BBRL_COURSE_NOTEBOOKS`` if set, the working directory, its parent, nbgrader's
+    assignment folder ``../01-ddpg/``, the course's folder in Drive and Colab's
+    ``Colab Notebooks``: the first folder that holds one. Two candidates in that folder are
+    an error that names them; none anywhere, an error that says where it looked."""
     stem = Path(name).stem
     if folders is None:
-        folders = [Path("."), Path(".."), Path("..") / stem, COLAB_DRIVE]
+        folders = [Path("."), Path(".."), Path("..") / stem, DRIVE / DRIVE_FOLDER, COLAB_DRIVE]
         if os.environ.get(NOTEBOOKS_ENV):
             folders.insert(0, Path(os.environ[NOTEBOOKS_ENV]))
-    candidates = [Path(folder) / name for folder in folders]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    looked = ", ".join(str(c) for c in candidates)
+    pattern = _copies(name)
+    for folder in map(Path, folders):
+        try:
+            found = sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+        except OSError:  # no such folder (or not readable)
+            continue
+        if len(found) == 1:
+            return found[0].resolve()
+        if len(found) > 1:
+            names = " and ".join(f"'{p.name}'" for p in found)
+            raise FileExistsError(
+                f"{len(found)} notebooks in {folder.resolve()} could be your {name}: {names}; keep only your "
+                f"completed one there (delete, move or rename the others) and run this cell again"
+            )
+    looked = ", ".join(str(Path(folder)) for folder in folders)
     raise FileNotFoundError(
-        f"{name} not found (looked at {looked}). This experiment trains your own DDPG and TD3: "
-        f"put your completed {name} next to this notebook (in Colab: Files panel, Upload), "
-        "or set its path in the cell that calls find_notebook."
+        f"{name} not found (looked in {looked}, for {name} or a copy such as 'Copy of {name}'). This experiment "
+        f"trains your own DDPG and TD3: put your completed {name} next to this notebook (in Colab: Files panel, "
+        f"Upload; or mount your Drive above, where Colab keeps it in 'Colab Notebooks'), then run this cell again."
     )
 
 
@@ -192,6 +233,9 @@ class Run:
     valid: np.ndarray  # (E, N, T)
     seconds: float = 0.0
     best_reward: float = field(default=-math.inf)
+    #: what made the run (``made_by``): its parameters, budget, fast mode, the module's
+    #: version and a hash of the notebook's code; a saved run is reused only if it matches
+    made_by: dict = field(default_factory=dict)
 
 
 def _run_config(algorithm: Algorithm, params: Mapping, seed: int):
@@ -207,7 +251,39 @@ def _run_config(algorithm: Algorithm, params: Mapping, seed: int):
     return OmegaConf.create(params)
 
 
-def train_and_measure(algorithm: Algorithm, params: Mapping, seed: int, n_episodes: int = 5) -> Run:
+def _code_hash(notebook) -> str:
+    """A hash of the code the experiment runs from a notebook (its definition cells)."""
+    import hashlib
+
+    from .nbload import definition_cells
+
+    return hashlib.sha256("\n\0".join(definition_cells(notebook)).encode()).hexdigest()[:16]
+
+
+def made_by(algorithm: Algorithm, params: Mapping, seed: int, n_episodes: int) -> dict:
+    """What makes a run: its algorithm, seed, environment, budget (``max_steps``), whether in
+    fast mode, the measurement episodes, the course module's version, all its parameters and
+    a hash of the code of its notebook. Two runs made by the same are the same run."""
+    import json
+
+    from . import __version__
+    from .config import fast_mode
+
+    return {
+        "label": algorithm.label,
+        "seed": int(seed),
+        "env_name": params["gym_env"]["env_name"],
+        "max_steps": int(params["algorithm"]["max_steps"]),
+        "fast": fast_mode(),
+        "n_episodes": int(n_episodes),
+        "bbrl_course": __version__,
+        "params": json.dumps(dict(params), sort_keys=True, default=str),
+        "code": _code_hash(algorithm.notebook),
+    }
+
+
+def train_and_measure(algorithm: Algorithm, params: Mapping, seed: int, n_episodes: int = 5,
+                      made: dict | None = None) -> Run:
     """Trains ``algorithm`` with ``params`` and seed ``seed``, measuring the critic at
     every evaluation (the work of one process of ``run_experiment``)."""
     start = time.perf_counter()
@@ -230,6 +306,7 @@ def train_and_measure(algorithm: Algorithm, params: Mapping, seed: int, n_episod
         valid=np.stack([m.valid for m in measurements]),
         seconds=time.perf_counter() - start,
         best_reward=float(algo.best_reward),
+        made_by=dict(made or {}),
     )
 
 
@@ -270,41 +347,70 @@ def run_experiment(
     seeds: Sequence[int],
     n_episodes: int = 5,
     workers: int | None = None,
+    runs_file: str | Path | None = None,
 ) -> dict[str, list[Run]]:
     """Trains every algorithm with every seed, ``workers`` runs at a time (all the cores
     by default; 0 runs them in this process), and returns ``{label: [Run per seed]}``.
+
+    With ``runs_file``, every run is saved there as soon as it ends, and the runs already
+    there that were made by the same (``made_by``: parameters, budget, code) are not run
+    again: after a disconnect, the same call runs only what is missing.
 
     Each algorithm is first checked on a short run, so that an unfinished notebook
     fails at once with its name.
     """
     workers = available_workers() if workers is None else max(0, int(workers))
-    jobs = [(a, seed) for a in algorithms for seed in seeds]
-    results: dict[str, list[Run]] = {a.label: [] for a in algorithms}
-    start = time.perf_counter()
+    params = dict(params)
     env_name = params["gym_env"]["env_name"]
+    jobs = [(a, seed, made_by(a, params, seed, n_episodes)) for a in algorithms for seed in seeds]
+    results: dict[str, list[Run]] = {a.label: [] for a in algorithms}
+    start, total = time.perf_counter(), len(jobs)
     print(f"{env_name}: {len(jobs)} runs ({len(algorithms)} algorithms x {len(seeds)} seeds), {max(workers, 1)} at a time")
+    if runs_file is not None:
+        saved = _saved_runs(runs_file, env_name)
+        found = [saved.get((a.label, seed)) for a, seed, _ in jobs]
+        reused = [run for run, (_, _, made) in zip(found, jobs) if run is not None and run.made_by == made]
+        for run in reused:
+            results[run.label].append(run)
+        others = sum(run is not None for run in found) - len(reused)
+        missing = len(jobs) - len(reused)
+        if reused or others:
+            print(
+                f"{len(reused)} of {len(jobs)} runs found in {runs_file}: "
+                + (f"running the {missing} missing" if missing else "nothing to run")
+                + (f" ({others} there were made with other parameters or another version of your notebooks:"
+                   " they run again)" if others else "")
+            )
+        done_keys = {(run.label, run.seed) for run in reused}
+        jobs = [job for job in jobs if (job[0].label, job[1]) not in done_keys]
 
     def done(run: Run):
         results[run.label].append(run)
+        if runs_file is not None:
+            save_run(runs_file, run)  # at once: a disconnect loses only the runs in progress
         finished = sum(len(r) for r in results.values())
         print(
             f"  {run.label:>5} seed {run.seed}: final return {run.returns[-1].mean():8.1f}, best {run.best_reward:8.1f}"
-            f" ({run.seconds:.0f} s) [{finished}/{len(jobs)}, {time.perf_counter() - start:.0f} s]",
+            f" ({run.seconds:.0f} s) [{finished}/{total}, {time.perf_counter() - start:.0f} s]",
             flush=True,
         )
 
-    if workers == 0:  # in this process (tests)
-        for algorithm in algorithms:
+    needed = list(dict.fromkeys(algorithm for algorithm, _, _ in jobs))  # those with runs to make
+    if jobs and workers == 0:  # in this process (tests)
+        for algorithm in needed:
             check_algorithm(algorithm, params)
-        for algorithm, seed in jobs:
-            done(train_and_measure(algorithm, params, seed, n_episodes))
-    else:
+        for algorithm, seed, made in jobs:
+            done(train_and_measure(algorithm, params, seed, n_episodes, made))
+    elif jobs:
         # Spawned processes: they start clean (no state, threads or displays of the notebook's kernel)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for check in [pool.submit(check_algorithm, a, dict(params)) for a in algorithms]:
+            for check in [pool.submit(check_algorithm, a, params) for a in needed]:
                 check.result()  # an unfinished notebook stops everything here, with its name
-            futures = {pool.submit(train_and_measure, a, dict(params), seed, n_episodes): (a, seed) for a, seed in jobs}
+            futures = {
+                pool.submit(train_and_measure, a, params, seed, n_episodes, made): (a, seed)
+                for a, seed, made in jobs
+            }
             for future in as_completed(futures):
                 algorithm, seed = futures[future]
                 try:
@@ -406,24 +512,102 @@ def plot_experiment(summary: Mapping[str, Mapping[str, np.ndarray]], env_name: s
 SUMMARY_KEYS = ("seeds", "steps", "returns", "estimates", "true_values")
 
 
-def save_results(path, env_name: str, summary: Mapping[str, Mapping[str, np.ndarray]]) -> Path:
+#: The key of what made the results of an environment, in a results file (a JSON text)
+MADE_BY_KEY = "_made_by/{env_name}"
+
+
+def save_results(path, env_name: str, summary: Mapping[str, Mapping[str, np.ndarray]],
+                 made: Mapping | None = None) -> Path:
     """Adds (or replaces) the summary of ``env_name`` in the ``.npz`` file at ``path``;
-    keys are ``<env_name>/<label>/<array>``."""
+    keys are ``<env_name>/<label>/<array>``, and ``_made_by/<env_name>`` holds ``made``
+    (what made the runs, ``runs_made_by``) as JSON."""
+    import json
+
     path = Path(path)
-    arrays = dict(load_results(path)) if path.exists() else {}
-    arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{env_name}/")}
+    arrays = _read_arrays(path)
+    meta = MADE_BY_KEY.format(env_name=env_name)
+    arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{env_name}/") and k != meta}
     for label, s in summary.items():
         for key in SUMMARY_KEYS:
             arrays[f"{env_name}/{label}/{key}"] = np.asarray(s[key])
+    if made is not None:
+        arrays[meta] = np.array(json.dumps(dict(made), sort_keys=True))
+    _write_arrays(path, arrays)
+    return path
+
+
+def results_made_by(results: Mapping[str, np.ndarray], env_name: str) -> dict | None:
+    """What made the results of ``env_name`` in a results file's arrays (``load_results``):
+    ``{"max_steps", "seeds", "fast", "n_episodes", "bbrl_course", ...}``; None if the file
+    does not say."""
+    import json
+
+    meta = results.get(MADE_BY_KEY.format(env_name=env_name))
+    if meta is None:
+        return None
+    try:
+        made = json.loads(str(meta))
+    except ValueError:
+        return None
+    return made if isinstance(made, dict) else None
+
+
+def runs_made_by(runs: Mapping[str, Sequence[Run]]) -> dict:
+    """What made a set of runs, for the results file: their budget (``max_steps``), seeds,
+    fast mode, measurement episodes and the course module's version; an error that says
+    what to run if the runs were not all made alike (a run interrupted, then parameters
+    changed)."""
+    made = [run.made_by for seed_runs in runs.values() for run in seed_runs]
+    if not made or not all(made):
+        return {}  # runs saved by an older version of the course, which did not record it
+    common = {}
+    for key in ("env_name", "max_steps", "fast", "n_episodes", "bbrl_course"):
+        values = sorted({str(m.get(key)) for m in made})
+        if len(values) > 1:
+            raise ValueError(
+                f"the runs were not all made alike ({key}: {' and '.join(values)}): run the experiment on "
+                f"{made[0].get('env_name')} again (run_and_save): it completes them with the current parameters"
+            )
+        common[key] = made[0].get(key)
+    common["seeds"] = {label: [run.seed for run in seed_runs] for label, seed_runs in runs.items()}
+    return common
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file; {} if there is none (or it cannot be read: then it is
+    kept aside as ``<name>.unreadable``, and said so)."""
+    if not path.exists():
+        return {}
+    try:
+        return load_results(path)
+    except Exception as error:  # a file cut short, or not an npz
+        aside = path.with_name(path.name + ".unreadable")
+        path.replace(aside)
+        print(f"{path} could not be read ({type(error).__name__}: {error}); kept aside as {aside.name}, starting anew")
+        return {}
+
+
+def _write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Writes the ``.npz`` file through a temporary file renamed over it: whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)
-    return path
 
 
 #: The arrays of a Run, saved by ``save_runs``
 RUN_ARRAYS = ("steps", "returns", "q_values", "rewards", "valid")
+
+
+def _run_arrays(run: Run) -> dict[str, np.ndarray]:
+    import json
+
+    prefix = f"{run.env_name}/{run.label}/{run.seed}/"
+    arrays = {prefix + key: np.asarray(getattr(run, key)) for key in RUN_ARRAYS}
+    arrays[prefix + "scalars"] = np.array([run.seconds, run.best_reward])
+    if run.made_by:
+        arrays[prefix + "made_by"] = np.array(json.dumps(run.made_by, sort_keys=True))
+    return arrays
 
 
 def save_runs(path, env_name: str, runs: Mapping[str, Sequence[Run]]) -> Path:
@@ -431,35 +615,62 @@ def save_runs(path, env_name: str, runs: Mapping[str, Sequence[Run]]) -> Path:
     at ``path`` (keys ``<env_name>/<label>/<seed>/<array>``): the experiment's raw data,
     saved before any analysis, so that no failure afterwards can lose the runs."""
     path = Path(path)
-    arrays = dict(load_results(path)) if path.exists() else {}
+    arrays = _read_arrays(path)
     arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{env_name}/")}
-    for label, seed_runs in runs.items():
+    for seed_runs in runs.values():
         for run in seed_runs:
-            prefix = f"{env_name}/{label}/{run.seed}/"
-            for key in RUN_ARRAYS:
-                arrays[prefix + key] = np.asarray(getattr(run, key))
-            arrays[prefix + "scalars"] = np.array([run.seconds, run.best_reward])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+            arrays.update(_run_arrays(run))
+    _write_arrays(path, arrays)
     return path
 
 
-def load_runs(path, env_name: str) -> dict[str, list[Run]]:
-    """The runs on ``env_name`` saved by ``save_runs``: ``{label: [Run per seed]}``, by seed."""
+def save_run(path, run: Run) -> Path:
+    """Adds (or replaces) one run in the runs file at ``path``: ``run_experiment`` saves each
+    run as soon as it ends."""
+    path = Path(path)
+    prefix = f"{run.env_name}/{run.label}/{run.seed}/"
+    arrays = {k: v for k, v in _read_arrays(path).items() if not k.startswith(prefix)}
+    arrays.update(_run_arrays(run))
+    _write_arrays(path, arrays)
+    return path
+
+
+def _saved_runs(path, env_name: str) -> dict[tuple[str, int], Run]:
+    """The runs on ``env_name`` in the runs file at ``path``, by (label, seed); {} if none."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        runs = load_runs(path, env_name)
+    except KeyError:
+        return {}
+    except Exception as error:  # unreadable: save_run keeps it aside and starts anew
+        print(f"{path} could not be read ({type(error).__name__}: {error}): its runs run again")
+        return {}
+    return {(run.label, run.seed): run for seed_runs in runs.values() for run in seed_runs}
+
+
+def load_runs(path, env_name: str, seeds: Sequence[int] | None = None) -> dict[str, list[Run]]:
+    """The runs on ``env_name`` saved by ``save_runs`` or ``save_run``: ``{label: [Run per
+    seed]}``, by seed (only ``seeds`` if given)."""
+    import json
+
     arrays = load_results(path)
     found: dict[str, dict[int, dict]] = {}
     for key, values in arrays.items():
-        env, label, seed, name = key.split("/")
-        if env == env_name:
+        parts = key.split("/")
+        if len(parts) != 4:
+            continue
+        env, label, seed, name = parts
+        if env == env_name and (seeds is None or int(seed) in seeds):
             found.setdefault(label, {}).setdefault(int(seed), {})[name] = values
     if not found:
         raise KeyError(f"{path} holds no runs on {env_name}: run the experiment on it first")
     return {
         label: [
             Run(label=label, seed=seed, env_name=env_name, **{k: data[k] for k in RUN_ARRAYS},
-                seconds=float(data["scalars"][0]), best_reward=float(data["scalars"][1]))
+                seconds=float(data["scalars"][0]), best_reward=float(data["scalars"][1]),
+                made_by=json.loads(str(data["made_by"])) if "made_by" in data else {})
             for seed, data in sorted(by_seed.items())
         ]
         for label, by_seed in found.items()
@@ -476,6 +687,8 @@ def summaries(results: Mapping[str, np.ndarray]) -> dict[str, dict[str, dict[str
     """``{env_name: {label: {array: values}}}`` from the flat arrays of ``load_results``."""
     nested: dict = {}
     for key, values in results.items():
+        if key.startswith("_"):  # what made them (results_made_by)
+            continue
         env_name, label, name = key.split("/")
         nested.setdefault(env_name, {}).setdefault(label, {})[name] = values
     return nested

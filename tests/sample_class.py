@@ -9,10 +9,12 @@ is no longer found fails loudly.
 
     python tests/sample_class.py DIR         # writes DIR/submitted/<student>/<assignment>/
     python tests/sample_class.py check DIR   # compares DIR/grades/*.csv with the expected grades
+    (both take --assignment NAME: only the samples of one assignment)
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -272,6 +274,10 @@ SAMPLES = [
     Sample("exp-ddpg-only", EXPERIMENT, "results of DDPG only", results="ddpg-only", loses=("test_experiment_results",)),
     Sample("exp-three-seeds", EXPERIMENT, "results of three seeds of five", results="three-seeds",
            loses=("test_experiment_results",)),
+    Sample("exp-fast-results", EXPERIMENT, "results made in fast mode (800 steps): meaningless", results="fast",
+           loses=("test_experiment_results",)),
+    Sample("exp-short-results", EXPERIMENT, "results made on a third of the notebook's budget, not in fast mode",
+           results="short", loses=("test_experiment_results",)),
 ]
 
 SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*\n", re.M)
@@ -341,17 +347,39 @@ RESULTS_FILE = "03-experiment-results.npz"
 EXPERIMENT_ENVS = ("Pendulum-v1", "LunarLanderContinuous-v3")
 
 
+def experiment_steps(env_name: str, fast: bool = False) -> int:
+    """The budget (max_steps) of env_name in the experiment notebook, in fast mode or not."""
+    return _experiment_params()[(env_name, fast)]
+
+
+@functools.lru_cache(maxsize=None)
+def _experiment_params() -> dict:
+    import contextlib
+    import io
+
+    from bbrl_course.nbload import load_notebook
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        module = load_notebook(REPO / "solutions" / f"{EXPERIMENT}.ipynb")
+    return {(env, fast): module.config_for(env, fast=fast)["algorithm"]["max_steps"]
+            for env in EXPERIMENT_ENVS for fast in (False, True)}
+
+
 def write_results(path: Path, kind: str = "complete", n_evals: int = 4) -> Path:
-    """A results file of the shape the experiment writes (save_results), with made-up values:
-    the test of the results file checks what was run (algorithms, seeds, shapes), not values.
-    ``kind``: "complete", "ddpg-only", or "three-seeds"."""
+    """A results file of the shape the experiment writes (save_results), with made-up values
+    and what made them (the notebook's budget): the test of the results file checks what was
+    run (algorithms, seeds, shapes, budget), not values.
+    ``kind``: "complete", "ddpg-only", "three-seeds", "fast" (made in fast mode), or "short"
+    (a third of the budget, not in fast mode)."""
     import numpy as np
 
+    from bbrl_course import __version__
     from bbrl_course.experiment import save_results
 
     rng = np.random.default_rng(0)
     seeds = [1, 2, 3] if kind == "three-seeds" else [1, 2, 3, 4, 5]
     labels = ("DDPG",) if kind == "ddpg-only" else ("DDPG", "TD3")
+    fast = kind == "fast"
     for env_name in EXPERIMENT_ENVS:
         shape = (len(seeds), n_evals)
         summary = {
@@ -364,7 +392,10 @@ def write_results(path: Path, kind: str = "complete", n_evals: int = 4) -> Path:
             }
             for label in labels
         }
-        save_results(path, env_name, summary)
+        steps = experiment_steps(env_name, fast) // (3 if kind == "short" else 1)
+        made = {"env_name": env_name, "max_steps": steps, "fast": fast,
+                "n_episodes": 2 if fast else 5, "bbrl_course": __version__, "seeds": {label: seeds for label in labels}}
+        save_results(path, env_name, summary, made=made)
     return path
 
 
@@ -417,7 +448,8 @@ def check_grades(root: Path, samples=SAMPLES) -> list[str]:
     for assignment in {s.assignment for s in samples}:
         path = Path(root) / "grades" / f"{assignment}.csv"
         if not path.exists():
-            return [f"{path} does not exist: grade the class first"]
+            return [f"{path} does not exist: grade the class first (or check only the assignment graded: "
+                    f"check DIR --assignment NAME)"]
         with path.open(newline="") as f:
             rows[assignment] = {row["student"]: row for row in csv.DictReader(f)}
     problems = []
@@ -441,15 +473,24 @@ def check_grades(root: Path, samples=SAMPLES) -> list[str]:
     return problems
 
 
+def _samples_of(argv: list[str]) -> list[Sample]:
+    """The samples of ``--assignment NAME`` if given (a course folder built with only them), all otherwise."""
+    if "--assignment" not in argv:
+        return list(SAMPLES)
+    name = argv[argv.index("--assignment") + 1]
+    return [s for s in SAMPLES if s.assignment == name]
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["check"]:
-        problems = check_grades(Path(sys.argv[2]))
+        samples = _samples_of(sys.argv)
+        problems = check_grades(Path(sys.argv[2]), samples)
         for problem in problems:
             print(f"  {problem}")
         wrong = {p.split(":")[0] for p in problems}
-        print(f"{len(SAMPLES) - len(wrong)}/{len(SAMPLES)} sample submissions graded as expected")
+        print(f"{len(samples) - len(wrong)}/{len(samples)} sample submissions graded as expected")
         report = Path(sys.argv[2]) / "grades" / "report.html"
         if report.exists():
             print(f"the class report: {report} (open it in a browser)")
         sys.exit(1 if problems else 0)
-    write_class(Path(sys.argv[1]) / "submitted")
+    write_class(Path(sys.argv[1]) / "submitted", _samples_of(sys.argv))

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
+import nbformat
 import numpy as np
 import pytest
 import torch
@@ -205,3 +207,200 @@ def test_committed_figures_and_results_are_those_the_readme_shows():
         assert {len(s["seeds"]) for s in summary.values()} == {5} and sorted(summary) == ["DDPG", "TD3"]
     assert sorted(results) == ["LunarLanderContinuous-v3", "Pendulum-v1"]
     assert (REPO / "docs" / "experiment-results.txt").read_text().startswith("Pendulum-v1 (5 seeds, 15008 steps):")
+
+
+# --- Colab: copies of the notebooks, Drive, runs saved as they end, what made the results
+
+
+def test_find_notebook_finds_colab_and_browser_copies_and_names_an_ambiguous_choice(tmp_path, monkeypatch):
+    monkeypatch.delenv("BBRL_COURSE_NOTEBOOKS", raising=False)
+    first, second = tmp_path / "here", tmp_path / "drive"
+    first.mkdir(), second.mkdir()
+    (first / "01-ddpg-old.ipynb").write_text("{}")  # not a copy of it
+    (first / "Copy of 02-td3.ipynb").write_text("{}")
+    with pytest.raises(FileNotFoundError) as error:
+        find_notebook("01-ddpg.ipynb", [first, second])
+    assert "'Copy of 01-ddpg.ipynb'" in str(error.value) and "\n" not in str(error.value)
+    assert "set its path in the cell" not in str(error.value), "that cell is locked"
+    for name in ("Copy of 01-ddpg.ipynb", "01-ddpg (1).ipynb", "Copy of 01-ddpg (2).ipynb", "01-ddpg.ipynb"):
+        (second / name).write_text("{}")
+        assert find_notebook("01-ddpg.ipynb", [first, second]) == (second / name).resolve()
+        (second / name).unlink()
+    assert find_notebook("02-td3.ipynb", [first, second]) == (first / "Copy of 02-td3.ipynb").resolve()
+    # two candidates in the same folder: one line that names both and says what to do
+    (first / "02-td3 (1).ipynb").write_text("{}")
+    with pytest.raises(FileExistsError) as error:
+        find_notebook("02-td3.ipynb", [first, second])
+    message = str(error.value)
+    assert "\n" not in message and "'02-td3 (1).ipynb' and 'Copy of 02-td3.ipynb'" in message
+    assert "keep only your completed one there (delete, move or rename the others)" in message
+
+
+def test_results_go_to_the_course_folder_in_drive_when_it_is_mounted(tmp_path, monkeypatch):
+    from bbrl_course.experiment import DRIVE_FOLDER, results_folder
+
+    monkeypatch.chdir(tmp_path)
+    assert results_folder(tmp_path / "MyDrive") == Path(".")  # not mounted
+    (tmp_path / "MyDrive").mkdir()
+    assert results_folder(tmp_path / "MyDrive") == tmp_path / "MyDrive" / DRIVE_FOLDER
+    assert (tmp_path / "MyDrive" / DRIVE_FOLDER).is_dir()
+
+
+def test_the_results_file_says_what_made_each_environment(tmp_path):
+    from bbrl_course.experiment import results_made_by
+
+    path = tmp_path / "results.npz"
+    made = {"max_steps": 15_000, "fast": False, "seeds": {"DDPG": [1, 2, 3]}, "bbrl_course": "0.3.0"}
+    save_results(path, "Pendulum-v1", _summary(seed=1), made=made)
+    save_results(path, "LunarLanderContinuous-v3", _summary(seed=2))
+    results = load_results(path)
+    assert results_made_by(results, "Pendulum-v1") == made
+    assert results_made_by(results, "LunarLanderContinuous-v3") is None
+    assert sorted(summaries(results)) == ["LunarLanderContinuous-v3", "Pendulum-v1"]
+    save_results(path, "Pendulum-v1", _summary(seed=3))  # replaced, with what made it
+    assert results_made_by(load_results(path), "Pendulum-v1") is None
+
+
+def _tiny_params(max_steps=400):
+    params = load_notebook(SOLUTIONS / "02-td3.ipynb").params
+    params["algorithm"].update(
+        max_steps=max_steps, learning_starts=128, eval_interval=128, nb_evals=2,
+        architecture={"actor_hidden_size": [8], "critic_hidden_size": [8]},
+    )
+    return params
+
+
+ALGORITHMS = [
+    Algorithm("DDPG", str(SOLUTIONS / "01-ddpg.ipynb"), "DDPG", "run_ddpg"),
+    Algorithm("TD3", str(SOLUTIONS / "02-td3.ipynb"), "TD3", "run_td3"),
+]
+
+
+class Disconnected(BaseException):
+    """The runtime ending in the middle of the experiment (not an Exception: nothing catches it)."""
+
+
+def test_after_a_disconnect_the_experiment_runs_only_the_missing_runs_and_ends_as_if_uninterrupted(
+        tmp_path, monkeypatch, capsys):
+    import bbrl_course.experiment as experiment
+    from bbrl_course.experiment import load_runs
+
+    monkeypatch.setenv("BBRL_COURSE_OUTPUTS", str(tmp_path))
+    params = _tiny_params()
+    # uninterrupted, in spawned processes as in the notebook
+    whole = tmp_path / "whole.npz"
+    run_experiment(ALGORITHMS, params, [1, 2], n_episodes=2, workers=2, runs_file=whole)
+    capsys.readouterr()
+    # interrupted after 3 runs of 4, in this process
+    trained = []
+    real = experiment.train_and_measure
+
+    def disconnecting(algorithm, params, seed, *args):
+        if len(trained) == 3:
+            raise Disconnected()
+        trained.append((algorithm.label, seed))
+        return real(algorithm, params, seed, *args)
+
+    monkeypatch.setattr(experiment, "train_and_measure", disconnecting)
+    path = tmp_path / "runs.npz"
+    with pytest.raises(Disconnected):
+        run_experiment(ALGORITHMS, params, [1, 2], n_episodes=2, workers=0, runs_file=path)
+    assert sorted(len(r) for r in load_runs(path, "Pendulum-v1").values()) == [1, 2], "each run saved as it ended"
+    # run again: only the missing run
+    trained.clear()
+    capsys.readouterr()
+    again = run_experiment(ALGORITHMS, params, [1, 2], n_episodes=2, workers=0, runs_file=path)
+    out = capsys.readouterr().out
+    assert f"3 of 4 runs found in {path}: running the 1 missing" in out, out
+    assert trained == [("TD3", 2)]
+    assert [r.seed for r in again["DDPG"]] == [1, 2] == [r.seed for r in again["TD3"]]
+    # the same runs as without the disconnect: same seeds, same numbers (spawned or not)
+    expected, got = load_results(whole), load_results(path)
+    assert sorted(expected) == sorted(got)
+    for key in expected:
+        if not key.endswith(("/scalars", "/made_by")):  # (seconds differ)
+            assert np.array_equal(expected[key], got[key]), key
+    # nothing missing: nothing runs, not even the checks
+    monkeypatch.setattr(experiment, "check_algorithm", lambda *args: pytest.fail("checked with nothing to run"))
+    run_experiment(ALGORITHMS, params, [1, 2], n_episodes=2, workers=0, runs_file=path)
+    assert "4 of 4 runs found in" in capsys.readouterr().out and trained == [("TD3", 2)]
+
+
+def test_saved_runs_of_another_budget_or_code_run_again(tmp_path, monkeypatch, capsys):
+    import bbrl_course.experiment as experiment
+
+    monkeypatch.setenv("BBRL_COURSE_OUTPUTS", str(tmp_path))
+    monkeypatch.setattr(experiment, "check_algorithm", lambda *args: None)
+    trained = []
+
+    def fake(algorithm, params, seed, n_episodes=5, made=None):
+        trained.append((algorithm.label, seed))
+        e, n, t = 2, n_episodes, 3
+        return experiment.Run(algorithm.label, seed, params["gym_env"]["env_name"], np.arange(e), np.zeros((e, 2)),
+                              np.zeros((e, n, t)), np.zeros((e, n, t)), np.ones((e, n, t), bool), made_by=dict(made))
+
+    monkeypatch.setattr(experiment, "train_and_measure", fake)
+    path = tmp_path / "runs.npz"
+    run_experiment(ALGORITHMS, _tiny_params(400), [1, 2], n_episodes=2, workers=0, runs_file=path)
+    assert len(trained) == 4
+    trained.clear()
+    capsys.readouterr()
+    # a longer budget (the fast runs, then the real ones): every run again
+    run_experiment(ALGORITHMS, _tiny_params(800), [1, 2], n_episodes=2, workers=0, runs_file=path)
+    assert len(trained) == 4
+    assert ("0 of 4 runs found in" in capsys.readouterr().out)
+    # another version of a notebook: its runs again, only its
+    trained.clear()
+    changed = tmp_path / "01-ddpg.ipynb"
+    notebook = nbformat.read(str(SOLUTIONS / "01-ddpg.ipynb"), as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell("FIXED = True"))
+    nbformat.write(notebook, str(changed))
+    algorithms = [Algorithm("DDPG", str(changed), "DDPG", "run_ddpg"), ALGORITHMS[1]]
+    run_experiment(algorithms, _tiny_params(800), [1, 2], n_episodes=2, workers=0, runs_file=path)
+    out = capsys.readouterr().out
+    assert sorted(trained) == [("DDPG", 1), ("DDPG", 2)]
+    assert "2 of 4 runs found in" in out and "running the 2 missing (2 there were made with other parameters" in out
+    made = experiment.runs_made_by(experiment.load_runs(path, "Pendulum-v1"))
+    assert made["max_steps"] == 800 and made["fast"] is False and made["seeds"] == {"DDPG": [1, 2], "TD3": [1, 2]}
+    assert made["bbrl_course"] and made["n_episodes"] == 2
+
+
+def _released_cell(grade_id):
+    notebook = nbformat.read(str(REPO / "notebooks" / "03-experiment.ipynb"), as_version=4)
+    return next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def test_the_drive_cell_mounts_drive_in_colab_only(monkeypatch, capsys):
+    import sys
+    import types
+
+    from bbrl_course import in_colab
+
+    source = _released_cell("experiment-drive").source
+    exec(source, {"Path": Path, "in_colab": in_colab})  # outside Colab: nothing
+    assert capsys.readouterr().out == ""
+    mounted = []
+    google, colab = types.ModuleType("google"), types.ModuleType("google.colab")
+    colab.drive = SimpleNamespace(mount=mounted.append)
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    exec(source, {"Path": Path, "in_colab": in_colab})
+    assert mounted == ["/content/drive"]
+
+    def refused(path):
+        raise ValueError("mount failed")
+
+    colab.drive = SimpleNamespace(mount=refused)  # permission refused: a line, and the notebook goes on
+    exec(source, {"Path": Path, "in_colab": in_colab})
+    assert "Drive not mounted (mount failed): the files stay in this runtime" in capsys.readouterr().out
+
+
+def test_the_budget_check_of_the_results_file_is_visible_to_students():
+    # the released test (what students see) refuses fast mode and short budgets itself: a contract
+    # the hidden part could not add
+    source = _released_cell("test_experiment_results").source
+    assert "HIDDEN" not in source
+    for text in ('made.get("fast")', 'made["max_steps"] >= budget', "config_for(env_name, fast=False)",
+                 'os.environ.get("NBGRADER_EXECUTION") != "autograde"'):
+        assert text in source, text

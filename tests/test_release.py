@@ -254,7 +254,7 @@ def _errors(notebook):
 
 
 #: What a student who has not run the experiment yet sees in its test (it reads the results file)
-NO_RESULTS = "03-experiment-results.npz not found next to this notebook: run the experiment above"
+NO_RESULTS = "03-experiment-results.npz not found: run the experiment above"
 
 
 @pytest.fixture(scope="module", params=NAMES)

@@ -155,7 +155,9 @@ class Arena:
         start = -(-self.used // self.ALIGN) * self.ALIGN
         if start + nbytes > channel.ARENA_SIZE:
             return None
-        place = (start, value.dtype, tuple(value.shape), tuple(value.stride()), nbytes)
+        # the standard strides of its shape, whatever the value's (a clone of an expanded tensor of
+        # one element keeps a stride of 0, which no byte view of it accepts)
+        place = (start, value.dtype, tuple(value.shape), tuple(torch.empty(value.shape, device="meta").stride()), nbytes)
         with torch.no_grad():
             channel.shared_tensor(self.map, torch, *place).copy_(value)
         self.used = start + nbytes
@@ -717,7 +719,10 @@ def _same(a, b) -> bool:
 
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
-    flat = [t.detach().cpu().contiguous().reshape(-1).view(torch.uint8) for t in (a, b)]
+    # into fresh memory: a one-element tensor may keep a stride of 0 (a clone of an expanded
+    # one, such as an actor's action bounds), which no byte view accepts
+    flat = [torch.empty(t.numel(), dtype=t.dtype).copy_(t.detach().cpu().reshape(-1)).view(torch.uint8)
+            for t in (a, b)]
     return torch.equal(flat[0], flat[1])
 
 

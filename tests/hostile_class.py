@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sample_class import CRITIC_LOSS, DDPG, TD3, Edit, Sample, write_sample
+from sample_class import CRITIC_LOSS, DDPG, DDPG_TESTS, TD3, Edit, Sample, write_sample
 
 SOFT_UPDATE = ("test_soft_update_value", "test_soft_update_hidden")
 
@@ -375,8 +375,10 @@ for _fd in (0, 1, 2):  # 3 x 8 MB at most, on the standard descriptors it was gi
     forged_note = "forged or duplicated: ignored"
     return [
         Sample("probe-sleeps", DDPG, "many short sleeps, each under its cell's limit: over the submission's budget",
-               loses=SOFT_UPDATE, edits=[sleeps],
-               notes=(f"the submission's time budget of {SLEEPS_BUDGET} s ran out at test_soft_update_value",)),
+               # the cells it added run in the student's process too (75 s of sleeps, as in the
+               # kernel): the budget runs out before the first test, and every test scores 0
+               loses=DDPG_TESTS, edits=[sleeps],
+               notes=(f"the submission's time budget of {SLEEPS_BUDGET} s ran out at test_critic_loss_is_a_scalar",)),
         Sample("probe-huge-print", DDPG, "prints 32 MB in a cell and in compute_actor_loss", edits=[huge]),
         Sample("probe-writes", DDPG, "writes 8 MB of forged log lines on each of its standard descriptors, in the "
                "folder of the kernel's connection file, in /dev and /dev/shm", edits=[_top(writes)]),

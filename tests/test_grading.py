@@ -290,6 +290,7 @@ def test_report_is_one_offline_file_and_make_report_writes_it_again(graded, cour
     first = path.read_text()
     for assignment in (sample_class.DDPG, sample_class.TD3, sample_class.EXPERIMENT):
         assert f'<section id="{assignment}">' in first
+    assert '<section id="audit"><h2>What the tests catch (for the instructor)</h2>' in first
     images = re.findall(r'<img src="([^"]+)"', first)
     assert len(images) >= 10 and all(src.startswith("data:image/png;base64,") for src in images)
     assert not re.search(r'(src|href)="(https?:)?//', first), "nothing to fetch: it opens offline"
@@ -299,6 +300,32 @@ def test_report_is_one_offline_file_and_make_report_writes_it_again(graded, cour
     assert path.read_text() == first
     run = cli("report", "--root", "outputs")
     assert run.returncode == 1 and "error: nothing graded in outputs: no grades/<assignment>.csv" in run.stderr
+
+
+def test_report_shows_the_instructor_what_the_tests_catch(tmp_path):
+    """The class report's instructor section: the mutation audit's table per function, from
+    the audit's baseline (counted here from a baseline written in the test)."""
+    from autograder.reporting import report
+
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"outcomes": {
+        "01-ddpg:compute_actor_loss:sign:1": "caught-visible",
+        "01-ddpg:compute_actor_loss:detach:2": "caught-hidden",
+        "01-ddpg:compute_actor_loss:mean:3": "equivalent",
+        "01-ddpg:soft_update_params:tau:4": "survived",
+        "01-ddpg:soft_update_params:tau:5": "caught-visible",
+        "02-td3:update_targets:swap:6": "caught-visible",
+    }}))
+    page = report.audit_section(["01-ddpg"], baseline)
+    cells = re.findall(r"<tr><td>([^<]*)</td><td><code>([^<]*)</code></td>((?:<td class=n>\d+</td>)+)</tr>", page)
+    rows = {(a, f): [int(n) for n in re.findall(r"\d+", counts)] for a, f, counts in cells}
+    # mutants, caught, caught by the visible tests, equivalent, surviving; 02-td3 not graded here
+    assert rows == {("01-ddpg", "compute_actor_loss"): [3, 2, 1, 1, 0],
+                    ("01-ddpg", "soft_update_params"): [2, 1, 1, 0, 1]}, page
+    assert "make audit" in report.audit_section(["01-ddpg"], tmp_path / "none.json")
+    # the course's own audit is in the class report, one row per function a student writes
+    recorded = report.audit_table()
+    assert recorded and {a for a, _ in recorded} == {sample_class.DDPG, sample_class.TD3, sample_class.EXPERIMENT}
 
 
 def test_report_escapes_what_a_student_wrote(tmp_path):

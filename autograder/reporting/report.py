@@ -8,7 +8,10 @@ from what grading left in the course folder, without grading again:
 - autograded/<student>/<assignment>/: the failure message of each test, and the
   learning test's figures (the output's metadata written by the judge);
 - grades/.graded.json: the grading time of each submission;
-- release/<assignment>/: the points of each test, and which are graded by hand.
+- release/<assignment>/: the points of each test, and which are graded by hand;
+- autograder/audit/baseline.json, the course's last mutation audit (``make audit``): per
+  function a student writes, the plausible bugs the tests catch, in a section for the
+  instructor ("What the tests catch").
 
 Everything a student's code could have written (messages, notes) is escaped, its control
 characters shown (autograder/isolation/inert.py); the page runs no script (a Content-Security-Policy
@@ -24,7 +27,7 @@ import io
 import json
 import math
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,10 @@ from autograder.isolation import inert
 from autograder.reporting.tables import CSV_COLUMNS, TO_GRADE
 
 REPORT = "report.html"
+#: the mutation audit's last full outcome, committed with the course (autograder/audit/; read
+#: as data: the audit grades, a layer above this one)
+AUDIT_BASELINE = Path(__file__).resolve().parents[1] / "audit" / "baseline.json"
+AUDIT_COLUMNS = ("mutants", "caught", "caught by the visible tests", "equivalent", "surviving")
 #: failure messages shown per test, most frequent first
 TOP_MESSAGES = 5
 #: kinds of trouble found in the notes, and the words that find them
@@ -320,17 +327,59 @@ nav a { margin-right: 1em; }
 """
 
 
+def audit_table(path: Path = AUDIT_BASELINE) -> dict[tuple[str, str], dict[str, int]]:
+    """{(assignment, function): counts} from the audit's baseline (mutant ids are
+    ``assignment:function:rule:digest``); empty when there is none or it cannot be read."""
+    try:
+        outcomes = json.loads(path.read_text())["outcomes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    table: dict[tuple[str, str], dict[str, int]] = {}
+    for mutant, status in sorted(outcomes.items()):
+        assignment, function = (mutant.split(":") + ["?"])[:2]
+        line = table.setdefault((assignment, function), dict.fromkeys(AUDIT_COLUMNS, 0))
+        line["mutants"] += 1
+        line["caught"] += status in ("caught-visible", "caught-hidden")
+        line["caught by the visible tests"] += status == "caught-visible"
+        line["equivalent"] += status == "equivalent"
+        line["surviving"] += status == "survived"
+    return table
+
+
+def audit_section(names: list[str], path: Path = AUDIT_BASELINE) -> str:
+    """For the instructor: what the course's tests catch, per function a student writes."""
+    table = {key: line for key, line in audit_table(path).items() if key[0] in names}
+    parts = ['<section id="audit"><h2>What the tests catch (for the instructor)</h2>']
+    if not table:
+        parts.append("<p>No mutation audit is recorded: <code>make audit</code>, then "
+                     "<code>python -m autograder audit --write-baseline</code>, records one.</p></section>")
+        return "\n".join(parts)
+    parts.append("<p class=hint>The mutation audit (<code>make audit</code>) grades small changes of the "
+                 "solutions (a sign flipped, an index swapped, a term dropped, ...) with the tests. Caught by the "
+                 "visible tests: what a student sees before handing in. Equivalent: the same behaviour as the "
+                 "solution. Surviving: a plausible bug that no test catches. From "
+                 "<code>autograder/audit/baseline.json</code>, the last full audit.</p>")
+    parts.append("<table><tr><th>notebook</th><th>function</th>"
+                 + "".join(f"<th>{_e(c)}</th>" for c in AUDIT_COLUMNS) + "</tr>")
+    for (assignment, function), line in table.items():
+        parts.append(f"<tr><td>{_e(assignment)}</td><td><code>{_e(function)}</code></td>"
+                     + "".join(f"<td class=n>{line[c]}</td>" for c in AUDIT_COLUMNS) + "</tr>")
+    parts.append("</table></section>")
+    return "\n".join(parts)
+
+
 def write(root: Path, assignments: list[str]) -> Path | None:
     """Writes grades/report.html for the assignments graded in ``root``; None if none was."""
     found = [a for a in (collect(root, name) for name in assignments) if a is not None]
     if not found:
         return None
-    nav = " ".join(f'<a href="#{_e(a.name)}">{_e(a.name)}</a>' for a in found)
+    nav = " ".join(f'<a href="#{_e(a.name)}">{_e(a.name)}</a>' for a in found) + ' <a href="#audit">the tests</a>'
     page = (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>{inert.CSP_META}<title>Class report</title>"
             f"<style>{STYLE}</style></head><body><h1>Class report</h1>"
             f"<p class=hint>From {_e(root.name)}/grades/ and autograded/; regenerate with "
             f"<code>make report</code>.</p><nav>{nav}</nav>\n"
-            + "\n".join(section(a) for a in found) + "\n</body></html>\n")
+            + "\n".join(section(a) for a in found) + "\n" + audit_section([a.name for a in found])
+            + "\n</body></html>\n")
     path = root / "grades" / REPORT
     path.write_text(page)
     return path

@@ -1,7 +1,7 @@
 """Grading speed: one full TD3 submission, the sandbox, a class of 10, and Dask.
 
     python benchmarks/grading.py [--class-size 10] [--jobs 2] [--distribution-size 100]
-    python benchmarks/grading.py --only one|sandbox|class|distribution
+    python benchmarks/grading.py --only one|sandbox|class|distribution|floor|recording
 
 1. One TD3 submission (the solution, filled into the student notebook), graded
    by `python -m autograder grade` on one worker, against the same submission
@@ -18,6 +18,20 @@
    2 workers, and on a process pool of 2 workers (the peer: the same tasks and driver),
    in one command: submissions per minute, the scaling efficiency from 1 to 2 workers
    (goal: at least 0.9) and Dask's overhead against the pool (goal: at most 5 %).
+
+5. The floor (``--only floor``): what a submission's work needs at least, against what
+   grading it costs its worker, in one command. TD3's floor is its notebook's cells that
+   grading runs (the solution's code, then every test, the learning test's training
+   and evaluation included) executed once in a bare process that has imported torch,
+   BBRL and the course's module; DDPG's is the same for its notebook (its tests on a warm
+   process). Each is then graded end to end on one worker (the course's grader, the
+   sandbox, the judge, nbgrader's kernel); its worker's seconds over the floor is the
+   ratio. Ends with ``ratio to the floor: TD3 <r>, DDPG <r>``.
+6. The driver's recording (``--only recording``): one DDPG submission graded once, then
+   ``--recording-size`` students handing in the same notebook recorded by the driver from
+   an engine that returns that outcome at once (no worker): the driver alone, as when a
+   class's results come back faster than it records them. Ends with ``recording: <n>
+   results/s``.
 
 Prints seconds and ratios; writes bench-results/grading.json.
 """
@@ -157,12 +171,119 @@ def distribution(base: Path, size: int, figures: dict) -> None:
           f"process pool: {100 * overhead:+.1f} % (goal <= 5 %); {worker_seconds:.1f} worker-seconds per submission")
 
 
+#: a bare process: imports first (not counted), then the notebook's graded path, timed
+FLOOR_SCRIPT = r"""
+import json, os, sys, time
+import nbformat, torch, bbrl, bbrl_course  # noqa: F401  the imports a warm worker has made
+from autograder.course.config import load_config
+from autograder.course.preprocessors import grade_id
+path, = sys.argv[1:]
+skipped = set(load_config().CourseExecute.get("skip_cells", []))
+cells = [c for c in nbformat.read(path, as_version=4).cells
+         if c.cell_type == "code" and grade_id(c) not in skipped]
+namespace = {"__name__": "__main__"}
+wall, cpu = time.perf_counter(), time.process_time()
+for cell in cells:
+    source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    exec(compile(source, grade_id(cell) or "cell", "exec"), namespace)
+print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}))
+"""
+
+
+def floor_of(assignment: str) -> dict:
+    """The solution's cells that grading runs, executed once in a bare process (after its
+    imports): seconds of wall-clock and CPU time."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
+        env = {**__import__("os").environ, "BBRL_COURSE_OUTPUTS": tmp, "NBGRADER_EXECUTION": "autograde",
+               "MPLBACKEND": "Agg"}
+        env.pop("BBRL_COURSE_FAST", None)
+        run = subprocess.run([sys.executable, "-c", FLOOR_SCRIPT, str(REPO / "solutions" / f"{assignment}.ipynb")],
+                             cwd=tmp, env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"the floor of {assignment} failed: {run.stderr.strip().splitlines()[-1:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def floor(base: Path, figures: dict) -> None:
+    ratios = {}
+    for assignment, label in (("02-td3", "TD3"), ("01-ddpg", "DDPG")):
+        bare = floor_of(assignment)
+        root = base / f"floor-{assignment}"
+        _write(root, "student-1", assignment)
+        ensure_released(root, course.assignments())
+        [result] = grade.grade(root, student="student-1", assignment=assignment, jobs=1, log=lambda *a: None,
+                               force=True)
+        assert result.status == "graded" and result.auto_score == result.auto_max, (result.scores, result.notes)
+        ratios[label] = result.seconds / bare["wall"]
+        figures[f"{label} floor (s, wall; cpu)"] = [round(bare["wall"], 1), round(bare["cpu"], 1)]
+        figures[f"{label} graded, its worker's seconds"] = round(result.seconds, 1)
+        print(f"{label}: floor {bare['wall']:.1f} s ({bare['cpu']:.1f} CPU-s) in a bare process; graded end to end "
+              f"in {result.seconds:.1f} s on its worker ({result.seconds - bare['wall']:+.1f} s)", flush=True)
+    figures["ratio to the floor"] = {k: round(v, 2) for k, v in ratios.items()}
+    print(f"ratio to the floor: TD3 {ratios['TD3']:.2f}, DDPG {ratios['DDPG']:.2f}")
+
+
+def recording(base: Path, size: int, figures: dict) -> None:
+    """The driver alone: ``size`` results recorded from an engine that answers at once."""
+    root = base / "recording"
+    assignment = "01-ddpg"
+    _write(root, "student-0000", assignment)
+    ensure_released(root, course.assignments())
+    captured = {}
+
+    @contextlib.contextmanager
+    def capturing(scheduler, jobs, log):
+        with submission_engine(scheduler, jobs, log) as run:
+            def grade_and_keep(common, work, limits):
+                for s, a, outcome in run(common, work, limits):
+                    captured["outcome"] = outcome
+                    yield s, a, outcome
+            yield grade_and_keep
+
+    from autograder.grading.distribute import engine as submission_engine
+
+    [first] = grade.grade(root, assignment=assignment, jobs=1, log=lambda *a: None, force=True, engine=capturing)
+    assert first.status == "graded", first.notes
+    source = root / "submitted" / "student-0000"
+    for i in range(1, size + 1):
+        shutil.copytree(source, root / "submitted" / f"student-{i:04d}")
+
+    @contextlib.contextmanager
+    def at_once(scheduler, jobs, log):
+        def run(common, work, limits):
+            for s, a, _files in work:
+                yield s, a, captured["outcome"]
+        yield run
+
+    shown = {"n": 0}
+
+    def progress(line):
+        if line.startswith("  student-"):
+            shown["n"] += 1
+            if shown["n"] % max(size // 10, 1) == 0:
+                print(f"  {shown['n']} of {size} recorded, {time.perf_counter() - start:.0f} s", flush=True)
+
+    start = time.perf_counter()
+    results = grade.grade(root, assignment=assignment, jobs=1, log=progress, force=True, engine=at_once)
+    seconds = time.perf_counter() - start
+    recorded = [r for r in results if r.status == "graded" and r.student != "student-0000"]
+    assert len(recorded) == size, (len(recorded), size)
+    rate = size / seconds
+    figures[f"recording {size} results (s)"] = round(seconds, 1)
+    figures["recording (results/s)"] = round(rate, 2)
+    print(f"recording: {rate:.2f} results/s ({size} results in {seconds:.0f} s, the driver alone)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--class-size", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="gradings of each solution per mode (sandbox cost)")
-    parser.add_argument("--only", choices=["one", "sandbox", "class", "distribution"], help="run one part only")
+    parser.add_argument("--only", choices=["one", "sandbox", "class", "distribution", "floor", "recording"],
+                        help="run one part only")
+    parser.add_argument("--recording-size", type=int, default=3000, help="results the driver records (--only recording)")
     parser.add_argument("--distribution-size", type=int, default=100, help="submissions of the Dask benchmark")
     args = parser.parse_args(argv)
     figures = {}
@@ -173,6 +294,12 @@ def main(argv=None) -> int:
             raise _Done
         if args.only == "distribution":
             distribution(base, args.distribution_size, figures)
+            raise _Done
+        if args.only == "floor":
+            floor(base, figures)
+            raise _Done
+        if args.only == "recording":
+            recording(base, args.recording_size, figures)
             raise _Done
         # 1. one TD3 submission: the course's grader, then nbgrader alone
         root = base / "one"

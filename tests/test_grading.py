@@ -105,6 +105,26 @@ def test_feedback_holds_no_hidden_test_text(graded, course_root):
     assert checked >= 20
 
 
+def test_the_workers_feedback_is_what_the_driver_would_write(graded, course_root, tmp_path):
+    """Workers write the feedback (the driver only copies it, unless a hand grade must show):
+    it must be the page nbgrader writes from the driver's gradebook and autograded notebook."""
+    from autograder.course.config import api
+    from autograder.isolation import inert
+
+    students = ["ddpg-noisy", "bug-broadcast", "td3-solution", "bug-returns-forward", "ddpg-helper-cell"]
+    copy = tmp_path / "course"
+    for name in ("source", "release", "autograded", "submitted"):
+        shutil.copytree(course_root / name, copy / name)
+    shutil.copy(course_root / "gradebook.db", copy / "gradebook.db")
+    for student in students:
+        assignment = SAMPLES[student].assignment
+        assert api(copy).generate_feedback(assignment, student, force=True)["success"]
+        folder = copy / "feedback" / student / assignment
+        inert.protect_feedback(folder)
+        ours = (course_root / "feedback" / student / assignment / f"{assignment}.html").read_text()
+        assert (folder / f"{assignment}.html").read_text() == ours, student
+
+
 def test_failed_hidden_tests_still_say_why_in_the_feedback(graded, course_root):
     page = course_root / "feedback" / "bug-not-in-place" / "01-ddpg" / "01-ddpg.html"
     text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))

@@ -71,6 +71,14 @@ def test_hand_grades_reach_the_csvs_and_survive_regrading(root):
     page = root / "feedback" / STUDENT / "01-ddpg" / "01-ddpg.html"
     text = html.unescape(re.sub(r"<[^>]+>", " ", page.read_text()))
     assert re.search(r"Score:\s*1\.5\s*/\s*2", text), "the feedback shows the hand grade"
+    # graded again in full (--force): the worker's feedback cannot know the hand grade, the
+    # driver's does
+    page.unlink()
+    run = cli("grade", "--root", COURSE, "--student", STUDENT, "--assignment", "01-ddpg", "--jobs", "1", "--force")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _row(root)[ANSWER] == "1.5"
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page.read_text()))
+    assert re.search(r"Score:\s*1\.5\s*/\s*2", text), "the feedback shows the hand grade after --force"
 
 
 def test_a_changed_answer_must_be_graded_again(root):

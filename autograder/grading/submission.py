@@ -410,7 +410,24 @@ def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | Non
             f"nbgrader could not grade it: {reason} (the gradebook has no score for it). Fix the submission's "
             "notebook by hand or grade it manually."]}
     files = _read_tree(root / "autograded" / student / assignment)
-    return {"status": GRADED, "notes": notes, "seconds": time.perf_counter() - start, "files": files}
+    # the feedback too, here on the worker (about two thirds of what recording a result cost
+    # the driver, which records one after another): from a copy of the autograded notebook
+    # cleaned as the driver cleans its own (the scores come from the uncleaned one, sent above)
+    feedback.clean_autograded(root, student, assignment)  # its notes are the driver's to give
+    generated = api(root).generate_feedback(assignment, student, force=True)
+    return {"status": GRADED, "notes": notes, "seconds": time.perf_counter() - start, "files": files,
+            "feedback": bool(generated.get("success"))}  # the pages: root/feedback/<student>/<assignment>/
+
+
+def hand_given(api, student: str, assignment: str) -> bool:
+    """Whether the gradebook holds anything given by hand for this submission (a score, a
+    comment, extra credit), which its feedback shows: a worker's feedback cannot."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
+        submission = gradebook.find_submission_notebook(assignment, assignment, student)
+        return any(g.manual_score is not None or g.extra_credit for g in submission.grades) or any(
+            c.manual_comment for c in submission.comments)
 
 
 def record(root: Path, student: str, assignment: str, outcome: dict, trusted: bool) -> Result:
@@ -440,9 +457,16 @@ def record(root: Path, student: str, assignment: str, outcome: dict, trusted: bo
     notes += keep_hand_grades(root, nbgrader, student, assignment, graded_before)
     scores, max_scores, manual = _grades(root, nbgrader, student, assignment)
     notes += feedback.clean_autograded(root, student, assignment)
-    generated = nbgrader.generate_feedback(assignment, student, force=True)
-    if not generated.get("success"):
-        notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
+    pages = outcome.get("feedback")
+    if pages and not hand_given(nbgrader, student, assignment):
+        # the worker's feedback, made from the same notebook cleaned the same way
+        folder = root / "feedback" / student / assignment
+        shutil.rmtree(folder, ignore_errors=True)
+        _write_tree(folder, pages)
+    else:  # what a worker could not know (a hand grade), or it could not write it
+        generated = nbgrader.generate_feedback(assignment, student, force=True)
+        if not generated.get("success"):
+            notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
     inert.protect_feedback(root / "feedback" / student / assignment)
     return Result(student, assignment, GRADED, scores, max_scores, notes, seconds, manual)
 
@@ -559,6 +583,7 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
             raise RuntimeError(f"the grading process failed ({last})")
         outcome = json.loads(answer.read_text())
         outcome["files"] = _read_tree(folder / "autograded" / student / assignment) if outcome["status"] == GRADED else {}
+        outcome["feedback"] = _read_tree(folder / "feedback" / student / assignment) if outcome.get("feedback") else None
         outcome["log"] = log
         return outcome
 

@@ -54,6 +54,7 @@ class HandIn:
     files: dict[str, Path] = field(default_factory=dict)  # path in the person's folder -> unpacked file
     times: dict[str, tuple] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    prefixes: dict[str, str] = field(default_factory=dict)  # each file's prefix (Canvas: its own file id)
 
 
 @dataclass
@@ -123,6 +124,7 @@ def gather(folder: Path, lms: str, times: dict[str, tuple]) -> tuple[dict[str, H
             hand_in.ignored.append(match["file_id"])
             continue
         hand_in.files[match["file_id"]] = path
+        hand_in.prefixes[match["file_id"]] = relative[: len(relative) - len(match["file_id"])]
         hand_in.times[match["file_id"]] = times.get(relative)
     return people, stray
 
@@ -258,6 +260,8 @@ def collect(root: Path, archive: Path, lms: str, assignment: str, roster: Path |
             if hand_in.ignored:
                 notes.append(f"ignored: {', '.join(sorted(hand_in.ignored))}")
             handed = max((_time(hand_in.times.get(f)) for f in files.values()), default="")
+            if chosen is not None:
+                hand_in.prefix = hand_in.prefixes[chosen]
             plan.append((person, hand_in, files, flags, notes, handed, older))
         pids = [p.id for p, *_ in plan]
         twice = sorted({p for p in pids if pids.count(p) > 1})

@@ -280,7 +280,7 @@ def test_the_class_loop_through_moodle_then_canvas(tmp_path):
     assert run_.returncode == 0, run_.stderr
     graded = cli("grade", *typed)
     assert graded.returncode == 0, graded.stderr[-3000:]
-    assert _totals(root) == {"ada-lovelace": "8", "alan-turing": "6"}  # the critic loss's 2 tests lost
+    assert _totals(root) == {"ada-lovelace": "8", "alan-turing": "5"}  # the critic loss's 2 tests lost (1 + 2)
     refused = cli("export", "--lms", "moodle", *typed)
     assert refused.returncode == 1
     assert refused.stderr == ("error: 2 answers of 2 students wait for a grade by hand (ada-lovelace: 1, alan-turing: 1): "
@@ -290,7 +290,7 @@ def test_the_class_loop_through_moodle_then_canvas(tmp_path):
     _give_points(root, "alan-turing", 0.5)
     assert cli("grade", *typed).returncode == 0  # unchanged: the hand grades reach the CSV
     totals = _totals(root)
-    assert totals == {"ada-lovelace": "10", "alan-turing": "6.5"}
+    assert totals == {"ada-lovelace": "10", "alan-turing": "5.5"}
     exported = cli("export", "--lms", "moodle", *typed)
     assert exported.returncode == 0, exported.stderr
     with (root / "grades" / f"moodle-{DDPG}.csv").open(newline="") as f:
@@ -319,9 +319,11 @@ def test_the_class_loop_through_moodle_then_canvas(tmp_path):
     regraded = cli("grade", *typed)
     assert regraded.returncode == 0, regraded.stderr[-3000:]
     assert "grading 1 submissions of 2 students (01-ddpg) on 2 local workers; 1 unchanged since they were graded" in regraded.stdout
-    assert _totals(root) == {"ada-lovelace": "10", "alan-turing": "8"}  # a new hand-in: its answer waits again
-    partial = cli("export", "--lms", "moodle", "--partial", *typed)
-    assert partial.returncode == 0 and "partial: 1 answers of alan-turing are not graded by hand yet" in partial.stdout
+    # his answer (a text cell) is unchanged: it keeps its hand grade; his code now scores full marks
+    assert _totals(root) == {"ada-lovelace": "10", "alan-turing": "8.5"}
+    assert cli("export", "--lms", "moodle", *typed).returncode == 0
+    with (root / "grades" / f"moodle-{DDPG}.csv").open(newline="") as f:
+        assert {r["Identifier"]: r["Grade"] for r in csv.DictReader(f)} == {"Participant 11": "10", "Participant 12": "8.5"}
 
     # the same class through Canvas, from a copy of the graded course: nothing graded again
     other = REPO / "outputs" / "lms loop canvas"
@@ -336,7 +338,7 @@ def test_the_class_loop_through_moodle_then_canvas(tmp_path):
     assert cli("collect", str(cdownload), "--lms", "canvas", "--roster", str(roster), *ctyped).returncode == 0
     regraded = cli("grade", *ctyped)
     assert "grading 0 submissions" in regraded.stdout
-    assert cli("export", "--lms", "canvas", "--partial", "--column", "DDPG (77)", *ctyped).returncode == 0
+    assert cli("export", "--lms", "canvas", "--column", "DDPG (77)", *ctyped).returncode == 0
     with (other / "grades" / f"canvas-{DDPG}.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "DDPG (77)"]

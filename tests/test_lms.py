@@ -347,3 +347,16 @@ def test_the_class_loop_through_moodle_then_canvas(tmp_path):
     with zipfile.ZipFile(other / "grades" / f"canvas-{DDPG}-feedback.zip") as z:
         assert sorted(z.namelist()) == [f"lovelaceada_5001_901_{DDPG}-feedback.html",
                                         f"turingalan_late_5002_902_{DDPG}-feedback.html"]
+
+
+def test_other_csvs_in_grades_are_not_taken_for_assignments(tmp_path):
+    """An LMS's grade file (and the audit's audit.csv) sit in grades/ beside the grader's CSVs:
+    summary.csv reads only the grader's (they made grading fail with KeyError 'student')."""
+    from autograder.reporting.results import Result
+    from autograder.reporting.tables import write_reports
+
+    (tmp_path / "grades").mkdir()
+    (tmp_path / "grades" / f"moodle-{DDPG}.csv").write_text("Identifier,Full name,Grade\nParticipant 1,Ada,3\n")
+    (tmp_path / "grades" / "audit.csv").write_text("id,assignment,function\nm1,01-ddpg,f\n")
+    write_reports(tmp_path, [Result("ada", DDPG, "graded", scores={"t": 1.0}, max_scores={"t": 1.0})])
+    assert (tmp_path / "grades" / "summary.csv").read_text().splitlines() == ["student,01-ddpg,to_grade", "ada,1,0"]

@@ -23,6 +23,8 @@ COMMANDS = {
     "grade": "grade the class's submissions: tables on screen, CSVs in grades/, feedback in feedback/",
     "report": "write the class report (grades/report.html) again from the last grading, without grading",
     "formgrader": "start JupyterLab with nbgrader's formgrader on 127.0.0.1, to grade answers by hand",
+    "collect": "bring a Moodle or Canvas download of all submissions into submitted/<student>/<assignment>/",
+    "export": "write the grades and feedback of an assignment for upload to Moodle or Canvas",
     "audit": "grade mutants of the solutions (plausible bugs) with the tests: which ones the tests miss",
 }
 
@@ -84,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     _root_argument(formgrader)
     formgrader.add_argument("--port", type=int, default=8888, help="the port on 127.0.0.1 (default %(default)s)")
     _audit_arguments(commands.choices["audit"])
+    _lms_arguments(commands.choices["collect"], commands.choices["export"])
     return main
 
 
@@ -91,7 +94,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return {"release": release, "publish": publish, "handout": handout, "grade": grade, "report": report,
-                "formgrader": formgrader, "audit": audit}[args.command](args)
+                "formgrader": formgrader, "audit": audit, "collect": collect,
+                "export": export}[args.command](args)
     except CourseError as error:
         from autograder.isolation import inert
 
@@ -220,4 +224,73 @@ def audit(args) -> int:
     if args.write_baseline:
         mutation_audit.write_baseline(rows)
         print(f"wrote {shown(mutation_audit.BASELINE)}")
+    return 0
+
+
+COLLECT_EPILOG = """\
+Moodle: the assignment's "View all submissions", Grading action "Download all submissions"
+(folders, the default since Moodle 3.1). Canvas: the assignment's "Download Submissions".
+People get the roster's ids (--roster, a CSV: id,name,email,lms_id; Moodle is matched by
+full name, Canvas by its user id then by name), or, without a roster, ids made from their
+names, recorded in ROOT/collected/people.csv. Nothing is written when the download is
+refused (an entry outside its folder, a link, too large once unpacked, a zip in a zip in
+it, a RAR or 7z, two notebooks that could each be the assignment, someone not on the
+roster). A hand-in that changed replaces the one collected before, which is kept in
+ROOT/collected/kept/; grading then grades again only the hand-ins that changed.
+
+examples:
+  python -m autograder collect ~/Downloads/RL-01-ddpg.zip --lms moodle --assignment 01-ddpg --root ~/rl
+  python -m autograder collect submissions.zip --lms canvas --assignment 02-td3 --roster roster.csv
+"""
+
+EXPORT_EPILOG = """\
+Reads ROOT/grades/<assignment>.csv (python -m autograder grade writes it) and what collect
+recorded. Writes ROOT/grades/<lms>-<assignment>.csv (Moodle: the grading worksheet, for
+"Upload grading worksheet"; Canvas: a gradebook import, for Grades > Import) and
+ROOT/grades/<lms>-<assignment>-feedback.zip (Moodle: "Upload multiple feedback files in a
+zip"; Canvas: "Re-Upload Submissions"). Refuses while answers wait for a grade by hand
+(make formgrader), unless --partial.
+"""
+
+
+def _lms_arguments(collect_parser: argparse.ArgumentParser, export_parser: argparse.ArgumentParser) -> None:
+    from autograder.lms.formats import LMSES
+
+    collect_parser.epilog, collect_parser.formatter_class = COLLECT_EPILOG, argparse.RawDescriptionHelpFormatter
+    export_parser.epilog, export_parser.formatter_class = EXPORT_EPILOG, argparse.RawDescriptionHelpFormatter
+    collect_parser.add_argument("archive", metavar="ARCHIVE", help="the zip downloaded from the LMS")
+    for command in (collect_parser, export_parser):
+        command.add_argument("--lms", required=True, choices=LMSES, help="the LMS the download comes from, or goes to")
+        command.add_argument("--assignment", required=True, help="the assignment (01-ddpg, 02-td3, 03-experiment)")
+        _root_argument(command)
+    collect_parser.add_argument("--roster", type=Path, help="a CSV of the class: id,name,email,lms_id")
+    collect_parser.add_argument("--unlisted", action="store_true",
+                                help="collect people missing from the roster too, with ids made from their names")
+    collect_parser.add_argument("--max-size", type=float, default=500,
+                                help="the most MB the download may hold once unpacked (default %(default)g)")
+    export_parser.add_argument("--partial", action="store_true",
+                               help="export even though some answers still wait for a grade by hand")
+    export_parser.add_argument("--column", help="Canvas: the assignment's column, as in a gradebook export: "
+                                                "'<title> (<id>)' (default: the assignment's name)")
+
+
+def collect(args) -> int:
+    from autograder.lms import collect as lms_collect
+
+    root = course_root(args.root)
+    rows = lms_collect.collect(root, Path(args.archive), args.lms, args.assignment, roster=args.roster,
+                               unlisted=args.unlisted, max_bytes=int(args.max_size * 2**20))
+    print(lms_collect.table(rows))
+    where = "" if root == AUTOGRADER else f" --root {shlex.quote(shown(root))}"
+    print(f"submissions: {shown(root / 'submitted')}/<student>/{args.assignment}/")
+    print(f"next: python -m autograder grade{where} --assignment {args.assignment}")
+    return 0
+
+
+def export(args) -> int:
+    from autograder.lms import export as lms_export
+
+    root = course_root(args.root)
+    for line in lms_export.export(root, args.lms, args.assignment, partial=args.partial, column=args.column):
+        print(line)
     return 0

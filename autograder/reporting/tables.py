@@ -114,22 +114,32 @@ def write_reports(root: Path, results: list[Result]) -> list[Path]:
         written.append(path)
     summary = out / "summary.csv"
     totals = {}
-    for path in sorted(out.glob("*.csv")):
-        if path == summary:
-            continue
+    for path in _assignment_csvs(out):
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
                 student = totals.setdefault(row["student"], {"to_grade": 0})
                 student[path.stem] = row["total"] if row["status"] == GRADED else row["status"]
                 student["to_grade"] += int(row.get("to_grade") or 0)
     with summary.open("w", newline="") as f:
-        stems = sorted(p.stem for p in out.glob("*.csv") if p != summary)
+        stems = sorted(p.stem for p in _assignment_csvs(out))
         writer = csv.writer(f)
         writer.writerow(["student", *stems, "to_grade"])
         for student in sorted(totals):
             writer.writerow([student, *(totals[student].get(s, "") for s in stems), totals[student]["to_grade"]])
     written.append(summary)
     return written
+
+
+def _assignment_csvs(out: Path) -> list[Path]:
+    """The grader's CSVs in grades/, one per assignment: not summary.csv, nor the other CSVs
+    kept there (an LMS's grade file written by `python -m autograder export`, the audit's)."""
+    found = []
+    for path in sorted(out.glob("*.csv")):
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if path.name != "summary.csv" and header[:2] == CSV_COLUMNS[:2]:
+            found.append(path)
+    return found
 
 
 #: the columns of grades/<assignment>.csv around the tests' (which come before notes)

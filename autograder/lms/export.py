@@ -1,0 +1,123 @@
+"""``python -m autograder export``: an assignment's grades and feedback, in what the LMS
+imports (``formats`` says which versions).
+
+The grades are the course's own (``grades/<assignment>.csv``, written by the grader, with
+the points given by hand once graded again after formgrader); the people are those
+``collect`` recorded (``collected/<assignment>.json``). Nothing is exported while answers
+wait for a grade by hand, or hand-ins wait to be graded, unless ``partial``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from autograder.course import CourseError, assignments, shown
+from autograder.isolation import inert
+from autograder.lms import formats
+from autograder.lms.collect import COLLECTED
+from autograder.reporting.results import GRADED
+
+
+def _grades(root: Path, assignment: str) -> dict[str, dict]:
+    path = root / "grades" / f"{assignment}.csv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {row["student"]: row for row in csv.DictReader(f)}
+
+
+def _comment(row: dict | None, files: bool) -> str:
+    if row is None:
+        return "Nothing usable was handed in." if not files else "Not graded yet."
+    if row["status"] != GRADED:
+        notes = f" {row['notes']}" if row.get("notes") else ""
+        return f"Not graded: {row['status']}.{notes}"
+    text = f"Autograded: {row['autograded']}/{row['autograded_max']}"
+    if float(row["autograded_max"] or 0) < float(row["total_max"] or 0) and not int(row.get("to_grade") or 0):
+        text += f"; graded by hand: {row['by_hand']}"
+    text += f". Total: {row['total']}/{row['total_max']}."
+    if int(row.get("to_grade") or 0):
+        text += f" {row['to_grade']} answers are still to be graded by hand."
+    return text + " The attached feedback file shows each test."
+
+
+def export(root: Path, lms: str, assignment: str, partial: bool = False, column: str | None = None) -> list[str]:
+    """Writes the LMS's grade CSV and feedback zip under root/grades/; the lines to print."""
+    if assignment not in assignments():
+        raise CourseError(f"no assignment {assignment!r}: the assignments are {', '.join(assignments())}")
+    record_path = root / COLLECTED / f"{assignment}.json"
+    if not record_path.exists():
+        raise CourseError(f"nothing collected for {assignment} in {shown(root)} (no {shown(record_path)}): export "
+                          f"sends back what `python -m autograder collect ... --assignment {assignment}` brought in")
+    record = json.loads(record_path.read_text())
+    if record.get("lms") != lms:
+        raise CourseError(f"{assignment} was collected from {record.get('lms')}, not {lms}: export with --lms "
+                          f"{record.get('lms')}")
+    people = record["students"]
+    grades = _grades(root, assignment)
+    waiting = {s: int(grades[s].get("to_grade") or 0) for s in people
+               if s in grades and grades[s]["status"] == GRADED and int(grades[s].get("to_grade") or 0)}
+    ungraded = sorted(s for s, p in people.items() if p.get("files") and s not in grades)
+    if (waiting or ungraded) and not partial:
+        problems = []
+        if waiting:
+            problems.append(f"{sum(waiting.values())} answers of {len(waiting)} students wait for a grade by hand ("
+                            + ", ".join(f"{s}: {n}" for s, n in sorted(waiting.items()))
+                            + "): grade them in formgrader, then run grade again")
+        if ungraded:
+            problems.append(f"{len(ungraded)} hand-ins are not graded ({', '.join(ungraded)}): run grade")
+        raise CourseError("; ".join(problems) + "; or export with --partial to send the grades as they are")
+    out = root / "grades"
+    out.mkdir(exist_ok=True)
+    csv_path = out / f"{lms}-{assignment}.csv"
+    zip_path = out / f"{lms}-{assignment}-feedback.zip"
+    text = io.StringIO()
+    writer = csv.writer(text)
+    feedback = {}
+    exported = 0
+    if lms == formats.MOODLE:
+        writer.writerow(formats.MOODLE_WORKSHEET)
+    else:
+        writer.writerow([*formats.CANVAS_GRADEBOOK, column or assignment])
+    for student in sorted(people, key=lambda s: int(people[s]["lms_id"]) if people[s]["lms_id"].isdigit() else 0):
+        person = people[student]
+        row = grades.get(student)
+        graded = row is not None and row["status"] == GRADED
+        grade = row["total"] if graded else ""
+        comment = _comment(row, bool(person.get("files")))
+        # the people's text is made inert (never a formula); "-" is Moodle's own "never" (no check of
+        # the grade's time: the worksheet's grade replaces the one in Moodle)
+        cells = [f"Participant {person['lms_id']}", inert.csv_cell(person["name"]),
+                 inert.csv_cell(person.get("email", "")),
+                 "Submitted for grading" if person.get("files") else "No submission",
+                 grade, row["total_max"] if graded else "", "Yes", person.get("handed_in", ""), "-",
+                 inert.csv_cell(comment)]
+        if lms == formats.MOODLE:
+            writer.writerow(cells)
+        else:
+            writer.writerow([inert.csv_cell(person["name"]), person["lms_id"], "", "", "", grade])
+        exported += graded
+        html = root / "feedback" / student / assignment / f"{assignment}.html"
+        if graded and html.exists():
+            feedback[f"{person['prefix']}{assignment}-feedback.html"] = html
+    temporary = csv_path.with_suffix(".tmp")
+    temporary.write_text(text.getvalue())
+    temporary.replace(csv_path)
+    temporary = zip_path.with_suffix(".tmp")
+    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, path in sorted(feedback.items()):
+            z.write(path, name)
+    temporary.replace(zip_path)
+    upload = {formats.MOODLE: ("Grading action 'Upload grading worksheet'", "'Upload multiple feedback files in a zip'"),
+              formats.CANVAS: ("Grades > Import", "the assignment's 'Re-Upload Submissions'")}[lms]
+    lines = [f"wrote {shown(csv_path)} ({exported} grades of {len(people)} people; upload it with {upload[0]})",
+             f"wrote {shown(zip_path)} ({len(feedback)} feedback files; upload it with {upload[1]})"]
+    if waiting:
+        lines.append(f"partial: {sum(waiting.values())} answers of {', '.join(sorted(waiting))} are not graded by hand yet")
+    if ungraded:
+        lines.append(f"partial: not graded, exported without a grade: {', '.join(ungraded)}")
+    return lines

@@ -245,6 +245,15 @@ def test_export_before_grading_is_refused(course, capsys):
 
 
 BUGGY = "bug-no-discount"
+#: the points of 01-ddpg: autograded, its one answer graded by hand, and what BUGGY loses
+_POINTS = sample_class.max_scores(DDPG)
+ANSWERS = [t for t in _POINTS if t.startswith("answer_")]
+AUTO = sum(v for t, v in _POINTS.items() if t not in ANSWERS)
+LOST = sum(_POINTS[t] for t in next(s for s in sample_class.SAMPLES if s.student == BUGGY).loses)
+
+
+def _g(x: float) -> str:
+    return f"{x:g}"
 
 
 def _sample_bytes(tmp_path, student):
@@ -280,7 +289,8 @@ def test_the_class_loop_through_moodle_then_canvas(tmp_path):
     assert run_.returncode == 0, run_.stderr
     graded = cli("grade", *typed)
     assert graded.returncode == 0, graded.stderr[-3000:]
-    assert _totals(root) == {"ada-lovelace": "8", "alan-turing": "5"}  # the critic loss's 2 tests lost (1 + 2)
+    assert ANSWERS == ["answer_must_bootstrap"] and _POINTS[ANSWERS[0]] == 2
+    assert _totals(root) == {"ada-lovelace": _g(AUTO), "alan-turing": _g(AUTO - LOST)}  # the critic loss's tests lost
     refused = cli("export", "--lms", "moodle", *typed)
     assert refused.returncode == 1
     assert refused.stderr == ("error: 2 answers of 2 students wait for a grade by hand (ada-lovelace: 1, alan-turing: 1): "
@@ -290,7 +300,7 @@ def test_the_class_loop_through_moodle_then_canvas(tmp_path):
     _give_points(root, "alan-turing", 0.5)
     assert cli("grade", *typed).returncode == 0  # unchanged: the hand grades reach the CSV
     totals = _totals(root)
-    assert totals == {"ada-lovelace": "10", "alan-turing": "5.5"}
+    assert totals == {"ada-lovelace": _g(AUTO + 2), "alan-turing": _g(AUTO - LOST + 0.5)}
     exported = cli("export", "--lms", "moodle", *typed)
     assert exported.returncode == 0, exported.stderr
     with (root / "grades" / f"moodle-{DDPG}.csv").open(newline="") as f:
@@ -300,9 +310,9 @@ def test_the_class_loop_through_moodle_then_canvas(tmp_path):
                              "Feedback comments"]
     assert {r["Identifier"]: r["Grade"] for r in rows} == {"Participant 11": totals["ada-lovelace"],
                                                           "Participant 12": totals["alan-turing"]}
-    assert {r["Maximum grade"] for r in rows} == {"10"}
-    assert rows[0]["Feedback comments"] == ("Autograded: 8/8; graded by hand: 2. Total: 10/10. The attached feedback "
-                                           "file shows each test.")
+    assert {r["Maximum grade"] for r in rows} == {_g(AUTO + 2)}
+    assert rows[0]["Feedback comments"] == (f"Autograded: {AUTO:g}/{AUTO:g}; graded by hand: 2. Total: {AUTO + 2:g}/"
+                                           f"{AUTO + 2:g}. The attached feedback file shows each test.")
     with zipfile.ZipFile(root / "grades" / f"moodle-{DDPG}-feedback.zip") as z:
         names = sorted(z.namelist())
         assert names == [f"Ada Lovelace_11_assignsubmission_file_/{DDPG}-feedback.html",
@@ -320,10 +330,10 @@ def test_the_class_loop_through_moodle_then_canvas(tmp_path):
     assert regraded.returncode == 0, regraded.stderr[-3000:]
     assert "grading 1 submissions of 2 students (01-ddpg) on 2 local workers; 1 unchanged since they were graded" in regraded.stdout
     # his answer (a text cell) is unchanged: it keeps its hand grade; his code now scores full marks
-    assert _totals(root) == {"ada-lovelace": "10", "alan-turing": "8.5"}
+    assert _totals(root) == {"ada-lovelace": _g(AUTO + 2), "alan-turing": _g(AUTO + 0.5)}
     assert cli("export", "--lms", "moodle", *typed).returncode == 0
     with (root / "grades" / f"moodle-{DDPG}.csv").open(newline="") as f:
-        assert {r["Identifier"]: r["Grade"] for r in csv.DictReader(f)} == {"Participant 11": "10", "Participant 12": "8.5"}
+        assert {r["Identifier"]: r["Grade"] for r in csv.DictReader(f)} == {"Participant 11": _g(AUTO + 2), "Participant 12": _g(AUTO + 0.5)}
 
     # the same class through Canvas, from a copy of the graded course: nothing graded again
     other = REPO / "outputs" / "lms loop canvas"

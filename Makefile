@@ -2,7 +2,8 @@
 # that `make setup` creates (idempotent: it reinstalls only when a requirements
 # file changed).
 #
-#   make demo     set up, release the course, grade the sample class, print the grades
+#   make demo     set up, release the course, grade the sample class, print the grades, then collect
+#                 the class's 01-ddpg from a Moodle download and export Moodle's worksheet
 #   make release  regenerate notebooks/ (student versions) from solutions/
 #   make publish  check that the repository holds the tag v<version> the notebooks install from
 #   make grade    grade autograder/submitted/ (STUDENT=id, ASSIGNMENT=name to narrow, ROOT=another course folder,
@@ -62,6 +63,12 @@ demo: setup
 	$(PY) tests/sample_class.py $(DEMO)
 	$(PY) -m autograder grade --root $(DEMO)
 	$(PY) tests/sample_class.py check $(DEMO)
+	@# the loop through an LMS: the class's 01-ddpg hand-ins as Moodle's download gives them,
+	@# collected (unchanged: nothing is graded again), then Moodle's worksheet and feedback zip
+	$(PY) tests/sample_class.py moodle $(DEMO)
+	$(PY) -m autograder collect $(DEMO)/moodle-01-ddpg.zip --lms moodle --assignment 01-ddpg --root $(DEMO) --roster $(DEMO)/roster.csv
+	$(PY) -m autograder grade --root $(DEMO) --assignment 01-ddpg
+	$(PY) -m autograder export --lms moodle --assignment 01-ddpg --root $(DEMO) --partial
 
 # Grades the submissions in autograder/submitted/<student>/<assignment>/ (or ROOT=folder)
 grade: setup

@@ -481,7 +481,32 @@ def _samples_of(argv: list[str]) -> list[Sample]:
     return [s for s in SAMPLES if s.assignment == name]
 
 
+def moodle_download(root: Path, assignment: str = DDPG) -> tuple[Path, Path]:
+    """What Moodle's "Download all submissions" gives for the class's hand-ins of
+    ``assignment`` already in root/submitted/ (those graded as notebooks): a folder per
+    participant, ``<Full name>_<participant number>_assignsubmission_file_/``; and a roster
+    that maps those names to the sample class's ids. Written in ``root``; returns both paths."""
+    import csv
+    import zipfile
+
+    archive, roster = Path(root) / f"moodle-{assignment}.zip", Path(root) / "roster.csv"
+    with zipfile.ZipFile(archive, "w") as z, roster.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "name", "email", "lms_id"])
+        for number, sample in enumerate((s for s in SAMPLES if s.assignment == assignment and s.status == "graded"),
+                                        start=101):
+            name = sample.student.replace("-", " ").title()
+            path = Path(root) / "submitted" / sample.student / assignment / f"{assignment}.ipynb"
+            z.writestr(f"{name}_{number}_assignsubmission_file_/{assignment}.ipynb", path.read_bytes())
+            writer.writerow([sample.student, name, f"{sample.student}@example.edu", number])
+    return archive, roster
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["moodle"]:
+        for path in moodle_download(Path(sys.argv[2])):
+            print(f"wrote {path}")
+        sys.exit(0)
     if sys.argv[1:2] == ["check"]:
         samples = _samples_of(sys.argv)
         problems = check_grades(Path(sys.argv[2]), samples)

@@ -398,3 +398,274 @@ def learning_check_config(params):
     params["algorithm"] = dict(params["algorithm"])
     params["algorithm"].update(seed=LEARNING_SEED, max_steps=LEARNING_STEPS, eval_interval=1_000, nb_evals=10)
     return OmegaConf.create(params)
+
+
+# --- DDPG's update steps (update_critic, update_actor), on a stand-in -------------------------
+#
+# A test of an update step runs the student's function on a stand-in DDPG and a small batch,
+# with the loss function it calls (compute_critic_loss, compute_actor_loss) replaced by a
+# probe that records its arguments: so that a mistake in the loss costs only the loss's tests,
+# and a mistake in the update step is named by what it gave the loss (which network, which
+# time index, with or without gradient) and by what it did with the gradient (which optimizer
+# stepped, whether the stale gradients were cleared first).
+
+__all__ += ["STALE_GRADIENT", "ddpg_reference", "named_mistake", "same_gradients", "stale_gradients", "stand_in_batch", "stand_in_ddpg", "update_facts"]
+
+#: the stand-in's sizes: observations, actions, hidden units
+STAND_IN_SIZES = (3, 1, [8])
+
+
+class StandInDDPG:
+    """A stand-in for a DDPG object, built like the notebook's DDPG: ``actor`` and
+    ``target_actor`` (``ContinuousDeterministicActor``), ``critic`` and ``target_critic``
+    (``ContinuousQAgent``, prefixes "critic/" and "target-critic/"), their ``TemporalAgent``
+    (``t_actor``, ``t_target_actor``, ``t_critic``, ``t_target_critic``), ``actor_optimizer``
+    and ``critic_optimizer`` (the configuration's), and ``cfg``. Its networks are small and
+    seeded, and each target differs from its network, so that a mix-up shows."""
+
+    def __init__(self, cfg, seed: int = 0):
+        from bbrl.agents import TemporalAgent
+
+        from .agents import ContinuousDeterministicActor, ContinuousQAgent
+        from .algo import setup_optimizer
+
+        obs_size, act_size, hidden = STAND_IN_SIZES
+        self.cfg = cfg
+        self.nb_steps = 0
+        self.nb_updates = 0
+        self.logger = _SilentLogger()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.actor = ContinuousDeterministicActor(obs_size, hidden, act_size)
+            self.target_actor = ContinuousDeterministicActor(obs_size, hidden, act_size)
+            self.critic = ContinuousQAgent(obs_size, hidden, act_size).with_prefix("critic/")
+            self.target_critic = ContinuousQAgent(obs_size, hidden, act_size).with_prefix("target-critic/")
+        self.t_actor = TemporalAgent(self.actor)
+        self.t_target_actor = TemporalAgent(self.target_actor)
+        self.t_critic = TemporalAgent(self.critic)
+        self.t_target_critic = TemporalAgent(self.target_critic)
+        self.actor_optimizer = setup_optimizer(cfg.actor_optimizer, self.actor)
+        self.critic_optimizer = setup_optimizer(cfg.critic_optimizer, self.critic)
+
+    def __repr__(self):
+        return "<stand-in DDPG>"
+
+
+def stand_in_ddpg(cfg, seed: int = 0) -> StandInDDPG:
+    """A stand-in DDPG (see ``StandInDDPG``); the same ``seed`` gives the same networks."""
+    return StandInDDPG(cfg, seed)
+
+
+def stand_in_batch(batch_size: int = 4, seed: int = 0, terminated=None, truncated=None):
+    """A batch as ``rb.get_shuffled(batch_size)`` returns it: a BBRL workspace of 2 time
+    steps (index 0: s_t, a_t; index 1: s_{t+1}, the reward of t -> t+1, its flags), with
+    random observations, actions and rewards. ``terminated`` and ``truncated`` (lists of
+    ``batch_size`` booleans, for s_{t+1}) default to: the second transition ends in a
+    terminal state, the third is cut by a time limit (done, not terminated)."""
+    from bbrl.workspace import Workspace
+
+    obs_size, act_size, _ = STAND_IN_SIZES
+    generator = torch.Generator().manual_seed(seed)
+    if terminated is None:
+        terminated = [i == 1 for i in range(batch_size)]
+    if truncated is None:
+        truncated = [i == 2 for i in range(batch_size)]
+    terminated = torch.stack((torch.zeros(batch_size, dtype=torch.bool), torch.tensor(terminated, dtype=torch.bool)))
+    truncated = torch.stack((torch.zeros(batch_size, dtype=torch.bool), torch.tensor(truncated, dtype=torch.bool)))
+    reward = torch.randn(2, batch_size, generator=generator)
+    workspace = Workspace()
+    for name, value in (
+        ("env/env_obs", torch.randn(2, batch_size, obs_size, generator=generator)),
+        ("action", torch.rand(2, batch_size, act_size, generator=generator) * 2 - 1),
+        ("env/reward", reward),
+        ("env/terminated", terminated),
+        ("env/truncated", truncated),
+        ("env/done", terminated | truncated),
+        ("env/cumulated_reward", reward.cumsum(0)),
+        ("env/timestep", torch.stack((torch.full((batch_size,), 7), torch.full((batch_size,), 8)))),
+    ):
+        workspace.set_full(name, value)
+    return workspace
+
+
+def ddpg_reference(cfg, seed: int = 0, batch_size: int = 4, terminated=None, truncated=None) -> dict:
+    """What a correct update step gives the loss on the stand-in (``stand_in_ddpg(cfg, seed)``,
+    ``stand_in_batch(batch_size, seed, terminated, truncated)``), and what common mistakes
+    give instead; all computed with the networks themselves, not with a student's code.
+
+    Keys: "reward", "terminated", "done" (shape (2, B)), "discount_factor"; the values at
+    index 1 that a critic's target may use, each (B,): "Q'(s', π'(s'))" (the right one),
+    "Q'(s', π(s'))", "Q'(s', a')" (the stored action), "Q(s', π'(s'))", "Q(s', π(s'))";
+    at index 0: "Q(s, a)" (the right q_values[0] of the critic's loss), "Q(s, π(s))" (the
+    right one of the actor's loss), "Q(s, π'(s))", "Q'(s, a)", "Q'(s, π(s))", "Q(s', a')"."""
+    algo = StandInDDPG(cfg, seed)
+    batch = stand_in_batch(batch_size, seed, terminated, truncated)
+    obs, action = batch["env/env_obs"], batch["action"]
+    with torch.no_grad():
+        pi = [algo.actor.predict_action(obs[t]) for t in (0, 1)]
+        target_pi = [algo.target_actor.predict_action(obs[t]) for t in (0, 1)]
+        q = algo.critic.predict_value
+        target_q = algo.target_critic.predict_value
+        return {
+            "reward": batch["env/reward"].clone(),
+            "terminated": batch["env/terminated"].clone(),
+            "done": batch["env/done"].clone(),
+            "discount_factor": float(cfg.algorithm.discount_factor),
+            "Q'(s', π'(s'))": target_q(obs[1], target_pi[1]),
+            "Q'(s', π(s'))": target_q(obs[1], pi[1]),
+            "Q'(s', a')": target_q(obs[1], action[1]),
+            "Q(s', π'(s'))": q(obs[1], target_pi[1]),
+            "Q(s', π(s'))": q(obs[1], pi[1]),
+            "Q(s', a')": q(obs[1], action[1]),
+            "Q(s, a)": q(obs[0], action[0]),
+            "Q(s, π(s))": q(obs[0], pi[0]),
+            "Q(s, π'(s))": q(obs[0], target_pi[0]),
+            "Q'(s, a)": target_q(obs[0], action[0]),
+            "Q'(s, π(s))": target_q(obs[0], pi[0]),
+        }
+
+
+def named_mistake(result, mistakes: dict):
+    """The first description in ``mistakes`` ({description: the value that mistake gives})
+    whose value ``result`` matches (``close``), or None: a visible test says which common
+    mistake a wrong result comes from."""
+    return next((why for why, value in mistakes.items() if close(result, value)), None)
+
+
+#: the gradient the stand-in's parameters hold before an update step (an earlier step's,
+#: not cleared): a step that does not call zero_grad() first adds it to its own
+STALE_GRADIENT = 100.0
+_NETWORKS = ("actor", "target_actor", "critic", "target_critic")
+_LOSS_ARGUMENTS = {
+    "critic": ("compute_critic_loss", ("discount_factor", "reward", "must_bootstrap", "q_values", "target_q_values")),
+    "actor": ("compute_actor_loss", ("q_values",)),
+}
+
+
+def _recorded(value):
+    if isinstance(value, torch.Tensor):
+        return {"value": value.detach().clone(), "grad": bool(value.requires_grad), "shape": list(value.shape)}
+    if isinstance(value, (bool, int, float)):
+        return {"value": float(value), "grad": False, "shape": None}
+    return {"value": None, "grad": False, "shape": None, "type": type(value).__name__}
+
+
+def update_facts(update, cfg, kind: str = "critic", seed: int = 0, batch_size: int = 4, terminated=None,
+                 truncated=None) -> dict:
+    """Runs an update step (``update_critic`` for ``kind`` "critic", ``update_actor`` for
+    "actor") on a stand-in DDPG (``stand_in_ddpg(cfg, seed)``) and a batch
+    (``stand_in_batch(batch_size, seed, terminated, truncated)``), and returns what it did,
+    as data:
+
+    - "calls": how many times it called its loss function (``compute_critic_loss`` or
+      ``compute_actor_loss``, replaced during the call by a probe, so that the test does not
+      depend on the student's loss); "arguments": the probe's arguments at the first call,
+      by name, each {"value", "grad" (whether autograd tracks it), "shape"};
+    - "steps" and "zero_grad": the calls of each optimizer's ``step`` and ``zero_grad``
+      ("critic", "actor");
+    - "step_gradients": the gradients of the trained network's parameters when its
+      optimizer stepped first (None for a parameter without one), "loss_gradients": the
+      gradient of the probe's loss with respect to the same parameters (what the step
+      should use), "shapes": their shapes; every parameter held ``STALE_GRADIENT`` before
+      the call (``stale_gradients(facts)``: what a step that did not zero them used);
+    - "moved": which networks' parameters changed ("actor", "target_actor", "critic",
+      "target_critic");
+    - "returned": the value returned ({"value", "grad", "shape"}) and "returned_loss":
+      whether it is the probe's loss (a tensor, or its .item()).
+    """
+    remote = getattr(type(update), "run_helper", None)
+    if remote is not None:  # graded: ``update`` stands for the student's function, in another process
+        return remote(update, "update_facts", cfg, kind, seed, batch_size, terminated, truncated)
+    loss_name, argument_names = _LOSS_ARGUMENTS[kind]
+    algo = StandInDDPG(cfg, seed)
+    batch = stand_in_batch(batch_size, seed, terminated, truncated)
+    trained = algo.critic if kind == "critic" else algo.actor
+    trained_parameters = list(trained.parameters())
+    networks = {name: getattr(algo, name) for name in _NETWORKS}
+    snapshots = {name: _snapshot(net) for name, net in networks.items()}
+    for net in networks.values():
+        for parameter in net.parameters():
+            parameter.grad = torch.full_like(parameter, STALE_GRADIENT)
+    facts = {"calls": 0, "arguments": None, "steps": {"critic": 0, "actor": 0},
+             "zero_grad": {"critic": 0, "actor": 0}, "step_gradients": None, "loss_gradients": None}
+    losses = []
+    anchor = torch.zeros((), requires_grad=True)
+
+    def probe(*args, **kwargs):
+        values = dict(zip(argument_names, args))
+        values.update(kwargs)
+        facts["calls"] += 1
+        if facts["arguments"] is None:
+            facts["arguments"] = {name: _recorded(values.get(name)) for name in argument_names}
+        q_values = values.get("q_values")
+        if not isinstance(q_values, torch.Tensor):
+            raise TypeError(f"{loss_name} got q_values that are not a tensor ({type(q_values).__name__})")
+        # a loss whose gradient is known: weights on the Q-values it should train with
+        part = (q_values[0] if kind == "critic" and q_values.dim() > 1 else q_values).reshape(-1)
+        # (plus 0 times a leaf that needs a gradient: a backward pass works even when the
+        # Q-values carry no gradient, so that the tests, not an error, say so)
+        loss = (part * torch.linspace(0.5, 1.5, part.numel())).sum() + 0.0 * anchor
+        if facts["loss_gradients"] is None:
+            gradients = [None] * len(trained_parameters)
+            if loss.requires_grad:
+                gradients = torch.autograd.grad(loss, trained_parameters, retain_graph=True, allow_unused=True)
+            facts["loss_gradients"] = [None if g is None else g.detach().clone() for g in gradients]
+        losses.append(loss)
+        return loss
+
+    def wrap(optimizer, key):
+        step, zero_grad = optimizer.step, optimizer.zero_grad
+
+        def counted_step(*args, **kwargs):
+            facts["steps"][key] += 1
+            if key == kind and facts["step_gradients"] is None:
+                facts["step_gradients"] = [None if p.grad is None else p.grad.detach().clone()
+                                           for p in trained_parameters]
+            return step(*args, **kwargs)
+
+        def counted_zero_grad(*args, **kwargs):
+            facts["zero_grad"][key] += 1
+            return zero_grad(*args, **kwargs)
+
+        optimizer.step, optimizer.zero_grad = counted_step, counted_zero_grad
+
+    wrap(algo.critic_optimizer, "critic")
+    wrap(algo.actor_optimizer, "actor")
+    namespace = update.__globals__
+    saved = namespace.get(loss_name, _MISSING)
+    namespace[loss_name] = probe
+    try:
+        returned = update(algo, batch)
+    finally:
+        if saved is _MISSING:
+            namespace.pop(loss_name, None)
+        else:
+            namespace[loss_name] = saved
+    facts["shapes"] = [list(p.shape) for p in trained_parameters]
+    facts["moved"] = {name: _changed(net, snapshots[name]) for name, net in networks.items()}
+    facts["returned"] = _recorded(returned)
+    facts["returned_loss"] = bool(losses) and (
+        returned is losses[0] or (isinstance(returned, (int, float)) and close(returned, losses[0].detach())))
+    return facts
+
+
+def stale_gradients(facts: dict) -> list:
+    """The gradients an update step that does not zero them first steps with: the loss's
+    (``facts["loss_gradients"]``, None for none) plus ``STALE_GRADIENT``."""
+    wanted = facts["loss_gradients"] or [None] * len(facts["shapes"])
+    return [(torch.zeros(shape) if g is None else g) + STALE_GRADIENT for g, shape in zip(wanted, facts["shapes"])]
+
+
+def same_gradients(gradients, expected) -> bool:
+    """Whether two lists of gradients (tensors, or None for no gradient, which counts as
+    zeros) are equal within round-off."""
+    if gradients is None or expected is None or len(gradients) != len(expected):
+        return False
+    for got, want in zip(gradients, expected):
+        if got is None and want is None:
+            continue
+        got = torch.zeros_like(want) if got is None else got
+        want = torch.zeros_like(got) if want is None else want
+        if not close(got, want):
+            return False
+    return True

@@ -150,19 +150,20 @@ def _weakened(tmp_path, assignment, cell, pattern, new=""):
 
 @pytest.mark.timeout(300)
 def test_a_weakened_hidden_check_fails_the_audit(tmp_path):
-    """Honest: with the hidden check of compute_actor_loss's gradient removed (in a copy of
-    the solutions), the mutants only it caught (the loss detached, computed under
-    no_grad) survive, and the comparison with the baseline says so."""
+    """Honest: with the checks of compute_actor_loss's gradient removed (its visible one and its
+    hidden test, in a copy of the solutions), the mutants only they caught (the loss detached,
+    computed under no_grad) survive, and the comparison with the baseline says so."""
     solutions, notebooks = _weakened(tmp_path, "01-ddpg", "test_actor_loss",
-                                     r"### BEGIN HIDDEN TESTS.*### END HIDDEN TESTS", "")
+                                     r"# The actor learns through this loss.*### END HIDDEN TESTS", "")
     chosen = {m.id: m for m in mutation.mutants("01-ddpg") if m.function == "compute_actor_loss"}
     recorded = audit.baseline()
-    hidden_only = {k for k in chosen if recorded[k] == audit.CAUGHT_HIDDEN}
-    assert hidden_only, "the baseline records no mutant of compute_actor_loss caught by its hidden test alone"
+    gradient_only = {k for k, m in chosen.items() if m.rule in ("detach", "no_grad")}
+    assert gradient_only and all(recorded[k] == audit.CAUGHT_VISIBLE for k in gradient_only), \
+        "the baseline records no mutant of compute_actor_loss's gradient caught by the visible test"
     rows, _ = audit.run(["01-ddpg"], jobs=2, ids=set(chosen), solutions=solutions, notebooks=notebooks)
     problems = audit.regressions(rows, recorded)
-    assert {p.split()[0] for p in problems} == hidden_only, problems
-    assert all("was caught (caught-hidden) and now survives" in p for p in problems), problems
+    assert {p.split()[0] for p in problems} == gradient_only, problems
+    assert all("was caught (caught-visible) and now survives" in p for p in problems), problems
     # and with the tests as they are, the same mutants give no problem
     rows, _ = audit.run(["01-ddpg"], jobs=2, ids=set(chosen))
     assert not audit.regressions(rows, recorded)

@@ -424,7 +424,7 @@ class StandInUpdateTD3:
     NETWORKS = ("actor", "critic_1", "critic_2", "target_actor", "target_critic_1", "target_critic_2")
     TRAINED = ("actor", "critic_1", "critic_2")
 
-    def __init__(self, cfg, seed: int = 5):
+    def __init__(self, cfg, seed: int = 5, low=-2.0, high=2.0):
         from bbrl.agents import TemporalAgent
 
         from .agents import ContinuousDeterministicActor, ContinuousQAgent
@@ -432,7 +432,8 @@ class StandInUpdateTD3:
         self.cfg = cfg
         self.nb_steps = self.nb_updates = 0
         self.logger = _SilentLogger()
-        self.low, self.high = torch.full((self.ACT,), -2.0), torch.full((self.ACT,), 2.0)
+        self.low = torch.as_tensor(low, dtype=torch.float32).expand(self.ACT).clone()
+        self.high = torch.as_tensor(high, dtype=torch.float32).expand(self.ACT).clone()
         with torch.random.fork_rng():
             torch.manual_seed(1000 + seed)
             for name in self.NETWORKS:
@@ -454,7 +455,8 @@ class StandInUpdateTD3:
             [*self.critic_1.parameters(), *self.critic_2.parameters()], lr=STAND_IN_LR)
 
     def action_bounds(self):
-        """(low, high), as ``EpochBasedAlgo.action_bounds``: here [-2, 2] for both action components."""
+        """(low, high), as ``EpochBasedAlgo.action_bounds``: [-2, 2] for both action components unless
+        the stand-in was made with other bounds."""
         return self.low.clone(), self.high.clone()
 
     def stale_grad(self, name: str) -> list[torch.Tensor]:
@@ -478,10 +480,11 @@ class StandInUpdateTD3:
         return "<stand-in TD3>"
 
 
-def stand_in_update_td3(cfg, seed: int = 5) -> StandInUpdateTD3:
+def stand_in_update_td3(cfg, seed: int = 5, low=-2.0, high=2.0) -> StandInUpdateTD3:
     """A stand-in TD3 for the tests of ``update_critics`` and ``update_actor`` (``cfg``: the
-    notebook's configuration, ``tiny_config(params)``)."""
-    return StandInUpdateTD3(cfg, seed)
+    notebook's configuration, ``tiny_config(params)``; ``low``, ``high``: its action bounds,
+    a number or one per action component)."""
+    return StandInUpdateTD3(cfg, seed, low, high)
 
 
 def stand_in_batch(batch_size: int = 6, seed: int = 5, terminal: tuple = (2,)):
@@ -655,3 +658,17 @@ def all_close(tensors, expected) -> bool:
     """Whether two lists of tensors are ``close`` one by one."""
     tensors, expected = list(tensors), list(expected)
     return len(tensors) == len(expected) and all(close(a, b) for a, b in zip(tensors, expected))
+
+
+def target_update_mistake(moved: float, network: float, target: float, tau: float) -> str | None:
+    """What a target's new value ``moved`` says about a soft update θ' ← τ θ + (1 - τ) θ' from
+    ``target`` towards ``network`` with rate ``tau``: a common mistake's name, or None (the
+    right value, or one no common mistake gives). For the tests of ``update_targets``."""
+    mistakes = {
+        target: "did not move: soft-update every target (a target forgotten?)",
+        (1 - tau) * network + tau * target: f"moved by 1 - tau: τ is swapped (the network weighs τ = {tau:g})",
+        network: "was copied from its network: a soft update moves it by tau only",
+        target + tau * network: "got tau times its network added: the target also keeps (1 - tau) of itself",
+    }
+    right = tau * network + (1 - tau) * target
+    return next((why for value, why in mistakes.items() if not close(value, right) and close(moved, value)), None)

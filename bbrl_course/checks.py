@@ -579,6 +579,12 @@ def run_update(update, algo, batch):
     namespace.update(replacements)
     try:
         result = update(algo, batch)
+    except AssertionError as error:  # BBRL's workspace asserts: a variable read before an agent wrote it
+        if not str(error).startswith("[Workspace"):
+            raise
+        raise RuntimeError(f"{str(error)[:300]} — a variable is read that no agent wrote in this batch: run the "
+                           "temporal agent that writes it first (td3.t_critic_1(batch, t=0, n_steps=1) writes "
+                           "critic-1/q_value)") from None
     finally:
         for name, value in saved.items():
             if value is _MISSING:

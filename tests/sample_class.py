@@ -246,6 +246,20 @@ SAMPLES = [
            loses=("test_update_critics", "test_update_critics_hidden"), edits=[
                Edit("td3-updates", "    with torch.no_grad():\n        # The target actor",
                     "    if True:\n        # The target actor")]),
+    # the critics' Q-values without gradient: backward() fails, so TD3 does not train either
+    Sample("bug-critics-no-grad", TD3, "update_critics computes Q_1(s_t, a_t) and Q_2 under torch.no_grad()",
+           loses=("test_update_critics", "test_update_critics_hidden", "test_td3_learns"), edits=[
+               Edit("td3-updates",
+                    "    td3.t_critic_1(batch, t=0, n_steps=1)\n    td3.t_critic_2(batch, t=0, n_steps=1)\n"
+                    "    with torch.no_grad():\n",
+                    "    with torch.no_grad():\n        td3.t_critic_1(batch, t=0, n_steps=1)\n"
+                    "        td3.t_critic_2(batch, t=0, n_steps=1)\n")]),
+    # the Q-values update_critics left in the batch (the stored actions, a graph already used):
+    # backward() fails in training; the stand-in's fresh batch has none
+    Sample("bug-actor-stale-q", TD3, "update_actor reads critic-1/q_value without running the critic on its actions",
+           loses=("test_update_actor", "test_update_actor_hidden", "test_td3_learns"), edits=[
+               Edit("td3-updates", "    td3.t_critic_1(batch, t=0, n_steps=1)\n    actor_loss",
+                    "    actor_loss")]),
     # --- The experiment: discounted_returns, and the results file handed in with the notebook
     Sample("exp-solution", EXPERIMENT, "the solution, with its results"),
     Sample("exp-blank", EXPERIMENT, "the release, not filled in, no results", blank=True, results=None,

@@ -669,3 +669,283 @@ def same_gradients(gradients, expected) -> bool:
         if not close(got, want):
             return False
     return True
+
+
+# --- TD3's update steps on a stand-in (update_critics, update_actor) ----------------------------
+
+#: the stand-in's learning rate (plain SGD: a step is exactly θ ← θ - lr ∇, so that the
+#: tests compute the expected parameters, and those of each common mistake, by hand)
+STAND_IN_LR = 0.1
+
+
+class StandInUpdateTD3:
+    """A stand-in TD3 for the tests of ``update_critics`` and ``update_actor``: small real
+    BBRL agents (a ``ContinuousDeterministicActor`` and ``ContinuousQAgent`` critics with the
+    notebook's prefixes, 3-dimensional states, 2-dimensional actions in [-2, 2]), their
+    ``TemporalAgent`` (``t_actor``, ``t_target_actor``, ``t_critic_1``, ...), and plain SGD
+    optimizers (``actor_optimizer``; ``critic_optimizer`` for both critics).
+
+    Every network, target included, has weights of its own (drawn with a fixed seed), so
+    that a target network used in place of another shows. The actor and both critics start
+    with gradients left from an earlier step (``stale_grad``), as in training: an update
+    that does not zero them first shows too. They are kept when the stand-in is sent to
+    another process (the graded student's)."""
+
+    OBS, ACT, HIDDEN = 3, 2, [5]
+    NETWORKS = ("actor", "critic_1", "critic_2", "target_actor", "target_critic_1", "target_critic_2")
+    TRAINED = ("actor", "critic_1", "critic_2")
+
+    def __init__(self, cfg, seed: int = 5, low=-2.0, high=2.0):
+        from bbrl.agents import TemporalAgent
+
+        from .agents import ContinuousDeterministicActor, ContinuousQAgent
+
+        self.cfg = cfg
+        self.nb_steps = self.nb_updates = 0
+        self.logger = _SilentLogger()
+        self.low = torch.as_tensor(low, dtype=torch.float32).expand(self.ACT).clone()
+        self.high = torch.as_tensor(high, dtype=torch.float32).expand(self.ACT).clone()
+        with torch.random.fork_rng():
+            torch.manual_seed(1000 + seed)
+            for name in self.NETWORKS:
+                if name.endswith("actor"):
+                    network = ContinuousDeterministicActor(self.OBS, self.HIDDEN, self.ACT, self.low, self.high)
+                else:
+                    prefix = name.replace("_", "-") + "/"
+                    network = ContinuousQAgent(self.OBS, self.HIDDEN, self.ACT).with_prefix(prefix)
+                with torch.no_grad():  # larger weights than the default init: the mistakes differ more
+                    for parameter in network.parameters():
+                        parameter.mul_(2.0)
+                setattr(self, name, network)
+                setattr(self, "t_" + name, TemporalAgent(network))
+            for name in self.TRAINED:
+                for parameter in getattr(self, name).parameters():
+                    parameter.grad = torch.randn_like(parameter)
+        self.actor_optimizer = torch.optim.SGD(self.actor.parameters(), lr=STAND_IN_LR)
+        self.critic_optimizer = torch.optim.SGD(
+            [*self.critic_1.parameters(), *self.critic_2.parameters()], lr=STAND_IN_LR)
+
+    def action_bounds(self):
+        """(low, high), as ``EpochBasedAlgo.action_bounds``: [-2, 2] for both action components unless
+        the stand-in was made with other bounds."""
+        return self.low.clone(), self.high.clone()
+
+    def stale_grad(self, name: str) -> list[torch.Tensor]:
+        """The gradients network ``name`` holds now (zeros for None)."""
+        return [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+                for p in getattr(self, name).parameters()]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_grads"] = {name: [p.grad for p in getattr(self, name).parameters()] for name in self.NETWORKS}
+        return state
+
+    def __setstate__(self, state):
+        grads = state.pop("_grads", {})
+        self.__dict__.update(state)
+        for name, values in grads.items():
+            for parameter, grad in zip(getattr(self, name).parameters(), values):
+                parameter.grad = grad
+
+    def __repr__(self):
+        return "<stand-in TD3>"
+
+
+def stand_in_update_td3(cfg, seed: int = 5, low=-2.0, high=2.0) -> StandInUpdateTD3:
+    """A stand-in TD3 for the tests of ``update_critics`` and ``update_actor`` (``cfg``: the
+    notebook's configuration, ``tiny_config(params)``; ``low``, ``high``: its action bounds,
+    a number or one per action component)."""
+    return StandInUpdateTD3(cfg, seed, low, high)
+
+
+def stand_in_td3_batch(batch_size: int = 6, seed: int = 5, terminal: tuple = (2,)):
+    """A batch as ``rb.get_shuffled`` returns it: a BBRL ``Workspace`` whose variables have
+    2 time steps (t and t+1) of ``batch_size`` transitions: ``env/env_obs`` (2, B, 3),
+    ``action`` (2, B, 2) within [-2, 2], ``env/reward`` (2, B), ``env/terminated`` (2, B)
+    (True at t+1 for the transitions in ``terminal``)."""
+    from bbrl.workspace import Workspace
+
+    generator = torch.Generator().manual_seed(2000 + seed)
+    batch = Workspace()
+    batch.set_full("env/env_obs", torch.randn(2, batch_size, StandInUpdateTD3.OBS, generator=generator))
+    batch.set_full("action", 4 * torch.rand(2, batch_size, StandInUpdateTD3.ACT, generator=generator) - 2)
+    batch.set_full("env/reward", torch.randn(2, batch_size, generator=generator))
+    terminated = torch.zeros(2, batch_size, dtype=torch.bool)
+    terminated[1, list(terminal)] = True
+    batch.set_full("env/terminated", terminated)
+    return batch
+
+
+def batch_values(batch) -> dict[str, torch.Tensor]:
+    """The stored variables of a batch (copies), to compute expected updates from."""
+    return {name: batch[name].detach().clone() for name in ("env/env_obs", "action", "env/reward", "env/terminated")}
+
+
+def smoothing_offset(cfg, low, high) -> float:
+    """The noise of the tests' deterministic smoothing: +min(σ, c), with σ and c in action units."""
+    half = float((high - low).max()) / 2
+    return min(cfg.algorithm.target_policy_noise * half, cfg.algorithm.target_noise_clip * half)
+
+
+def _stand_in_smoothing(record):
+    def smooth_target_action(action, noise_std, noise_clip, low, high):
+        record.setdefault("smoothing", []).append(
+            {"action": action.detach().clone(), "noise_std": _as_float64(noise_std), "noise_clip": _as_float64(noise_clip),
+             "low": _as_float64(low), "high": _as_float64(high), "grad": bool(action.requires_grad)})
+        noise = torch.as_tensor(noise_std, dtype=action.dtype).clamp(max=float(torch.as_tensor(noise_clip).min()))
+        return torch.max(torch.min(action + noise, torch.as_tensor(high)), torch.as_tensor(low))
+
+    return smooth_target_action
+
+
+def _reference_critic_loss(discount_factor, reward, must_bootstrap, q_values, target_q_values):
+    target = reward[1] + discount_factor * must_bootstrap[1].float() * target_q_values[1]
+    return ((q_values[0] - target) ** 2).mean()
+
+
+def _stand_in_losses(record):
+    def compute_critic_loss(discount_factor, reward, must_bootstrap, q_values, target_q_values):
+        record.setdefault("critic_loss", []).append({"target_grad": bool(target_q_values.requires_grad)})
+        return _reference_critic_loss(discount_factor, reward, must_bootstrap, q_values, target_q_values)
+
+    def compute_td3_critic_loss(discount_factor, reward, must_bootstrap, q_values_1, q_values_2, target_q_values_1,
+                                target_q_values_2):
+        record.setdefault("td3_critic_loss", []).append(
+            {"target_grad": bool(target_q_values_1.requires_grad or target_q_values_2.requires_grad),
+             "same_critic": bool(torch.equal(q_values_1.detach(), q_values_2.detach())),
+             "same_target": bool(torch.equal(target_q_values_1.detach(), target_q_values_2.detach()))})
+        target = torch.minimum(target_q_values_1, target_q_values_2)
+        return (_reference_critic_loss(discount_factor, reward, must_bootstrap, q_values_1, target)
+                + _reference_critic_loss(discount_factor, reward, must_bootstrap, q_values_2, target))
+
+    def compute_actor_loss(q_values):
+        record.setdefault("actor_loss", []).append({"grad": bool(q_values.requires_grad)})
+        return -q_values.mean()
+
+    return {"compute_critic_loss": compute_critic_loss, "compute_td3_critic_loss": compute_td3_critic_loss,
+            "compute_actor_loss": compute_actor_loss}
+
+
+def run_update(update, algo, batch):
+    """Runs the student's ``update(algo, batch)`` (``update_critics``, ``update_actor``) once,
+    and returns ``(its result, what it did)``.
+
+    While it runs, the notebook's ``smooth_target_action`` is a deterministic stand-in (the
+    noise is +min(σ, c): ``smoothing_offset``) and its ``compute_critic_loss``,
+    ``compute_td3_critic_loss`` and ``compute_actor_loss`` are correct stand-ins, so that
+    the test of an update step depends on no other function of the student's; each records
+    how it was called. What it did: ``"smoothing"``, ``"td3_critic_loss"``, ...: the calls
+    of the stand-ins, and ``"with gradient"``: the networks whose parameters hold a
+    gradient that is not the one they started with (a target network there means a target
+    computed with autograd on)."""
+    helper = getattr(type(update), "call_through", None)
+    if helper is not None:  # graded: ``update`` stands for the student's function, in another process
+        return helper(update, run_update, algo, batch)
+    record: dict = {}
+    before = {name: [None if p.grad is None else p.grad.detach().clone() for p in getattr(algo, name).parameters()]
+              for name in getattr(algo, "NETWORKS", ())}
+    replacements = {"smooth_target_action": _stand_in_smoothing(record), **_stand_in_losses(record)}
+    namespace = update.__globals__
+    saved = {name: namespace.get(name, _MISSING) for name in replacements}
+    namespace.update(replacements)
+    try:
+        result = update(algo, batch)
+    except AssertionError as error:  # BBRL's workspace asserts: a variable read before an agent wrote it
+        if not str(error).startswith("[Workspace"):
+            raise
+        raise RuntimeError(f"{str(error)[:300]} — a variable is read that no agent wrote in this batch: run the "
+                           "temporal agent that writes it first (td3.t_critic_1(batch, t=0, n_steps=1) writes "
+                           "critic-1/q_value)") from None
+    finally:
+        for name, value in saved.items():
+            if value is _MISSING:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+    record["with gradient"] = [
+        name for name, grads in before.items()
+        if any(p.grad is not None and (g is None or not torch.equal(p.grad, g))
+               for p, g in zip(getattr(algo, name).parameters(), grads))]
+    return result, record
+
+
+def _sgd(network: nn.Module, loss: torch.Tensor, stale: list[torch.Tensor] | None) -> list[torch.Tensor]:
+    grads = torch.autograd.grad(loss, list(network.parameters()), retain_graph=True, allow_unused=True)
+    return [(p - STAND_IN_LR * ((torch.zeros_like(p) if g is None else g) + (0 if stale is None else s))).detach()
+            for p, g, s in zip(network.parameters(), grads, stale or [None] * len(grads))]
+
+
+def expected_critics(algo, batch, *, next_actor: str = "target_actor", smooth: bool = True, combine: str = "min",
+                     critics: tuple = ("critic_1", "critic_2"), targets: tuple = ("target_critic_1", "target_critic_2"),
+                     zero_grad: bool = True, reward_index: int = 1, bootstrap: bool = True) -> dict:
+    """The parameters of both critics after one update of the critics, computed here, as
+    ``update_critics`` does it or with one common mistake: ``next_actor`` ("target_actor",
+    "actor", or "stored" for the action stored at t+1), ``smooth``, ``combine`` ("min",
+    "max", "mean", "argmin": torch.min's indices used as values, "first", "second"),
+    ``critics`` (which network gives Q_1 and Q_2), ``targets`` (which give Q'_1 and Q'_2),
+    ``zero_grad``. Returns {"critic_1": [...], "critic_2": [...], "loss": ...}."""
+    values = batch_values(batch) if not isinstance(batch, dict) else batch
+    obs, action, reward = values["env/env_obs"].float(), values["action"].float(), values["env/reward"].float()
+    must_bootstrap = ~values["env/terminated"] if bootstrap else torch.ones_like(values["env/terminated"])
+    cfg = algo.cfg.algorithm
+    low, high = algo.low, algo.high
+    with torch.no_grad():
+        if next_actor == "stored":
+            next_action = action[1]
+        else:
+            next_action = getattr(algo, next_actor).predict_action(obs[1])
+        if smooth:
+            next_action = torch.max(torch.min(next_action + smoothing_offset(algo.cfg, low, high), high), low)
+        q_next = [getattr(algo, name).predict_value(obs[1], next_action) for name in targets]
+        combined = {"min": lambda a, b: torch.minimum(a, b), "max": lambda a, b: torch.maximum(a, b),
+                    "mean": lambda a, b: (a + b) / 2, "first": lambda a, b: a, "second": lambda a, b: b,
+                    "argmin": lambda a, b: torch.min(torch.stack((a, b)), dim=0)[1].float()}[combine](*q_next)
+        y = reward[reward_index] + cfg.discount_factor * must_bootstrap[1].float() * combined
+    result = {}
+    losses = []
+    for name, critic_name in zip(("critic_1", "critic_2"), critics):
+        q = getattr(algo, critic_name).predict_value(obs[0], action[0])
+        losses.append(((q - y) ** 2).mean())
+    loss = losses[0] + losses[1]
+    for name in ("critic_1", "critic_2"):
+        stale = None if zero_grad else algo.stale_grad(name)
+        result[name] = _sgd(getattr(algo, name), loss, stale)
+    result["loss"] = loss.detach()
+    return result
+
+
+def expected_actor(algo, batch, *, critic: str = "critic_1", zero_grad: bool = True, sign: float = -1.0,
+                   t: int = 0) -> dict:
+    """The actor's parameters after one update of the actor, computed here (or with one
+    common mistake: ``critic``, ``zero_grad``, the loss's ``sign``, the time step ``t``).
+    Returns {"actor": [...], "loss": ...}."""
+    values = batch_values(batch) if not isinstance(batch, dict) else batch
+    obs = values["env/env_obs"].float()
+    action = algo.actor.predict_action(obs[t])
+    loss = sign * getattr(algo, critic).predict_value(obs[t], action).mean()
+    return {"actor": _sgd(algo.actor, loss, None if zero_grad else algo.stale_grad("actor")), "loss": loss.detach()}
+
+
+def parameters_of(algo, name: str) -> list[torch.Tensor]:
+    """The parameters of network ``name`` of ``algo`` now (copies)."""
+    return [p.detach().clone() for p in getattr(algo, name).parameters()]
+
+
+def all_close(tensors, expected) -> bool:
+    """Whether two lists of tensors are ``close`` one by one."""
+    tensors, expected = list(tensors), list(expected)
+    return len(tensors) == len(expected) and all(close(a, b) for a, b in zip(tensors, expected))
+
+
+def target_update_mistake(moved: float, network: float, target: float, tau: float) -> str | None:
+    """What a target's new value ``moved`` says about a soft update θ' ← τ θ + (1 - τ) θ' from
+    ``target`` towards ``network`` with rate ``tau``: a common mistake's name, or None (the
+    right value, or one no common mistake gives). For the tests of ``update_targets``."""
+    mistakes = {
+        target: "did not move: soft-update every target (a target forgotten?)",
+        (1 - tau) * network + tau * target: f"moved by 1 - tau: τ is swapped (the network weighs τ = {tau:g})",
+        network: "was copied from its network: a soft update moves it by tau only",
+        target + tau * network: "got tau times its network added: the target also keeps (1 - tau) of itself",
+    }
+    right = tau * network + (1 - tau) * target
+    return next((why for value, why in mistakes.items() if not close(value, right) and close(moved, value)), None)

@@ -68,8 +68,8 @@ def diagnosis(curve: list[tuple[int, float]], threshold: float) -> str:
     if last == peak and len(values) > 2 and values[-1] > values[-2]:
         return ("Your TD3 is still improving at the end, but more slowly than the reference: check the policy "
                 "delay, and that each critic update uses both critics' losses.")
-    return ("Your TD3 moves above a random policy but stays below the threshold: check update_critics' inputs "
-            "(the smoothed target action, the minimum of the target critics) and the policy delay.")
+    return ("Your TD3 moves above a random policy but stays below the threshold: check update_critics (the "
+            "smoothed target action, the minimum of the target critics: test_update_critics) and the policy delay.")
 
 
 def figure_png(curve: list[tuple[int, float]], threshold: float, best: float | None = None) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,7 +27,11 @@ def setup_tensorboard(path) -> None:
         shell.run_line_magic("load_ext", "tensorboard")
         shell.run_line_magic("tensorboard", f"--logdir {path}")
     else:
-        print(f"To follow training, run in a terminal:\n    tensorboard --logdir {path}")
+        # the kernel's own Python: a bare `tensorboard` is often not on the terminal's PATH
+        # (a virtual environment, a conda kernel); the magics work in Jupyter as in Colab
+        print("To follow training, run in a new cell of this notebook:\n"
+              f"    %load_ext tensorboard\n    %tensorboard --logdir {path}\n"
+              f"or in a terminal:\n    {shlex.quote(sys.executable)} -m tensorboard.main --logdir {shlex.quote(str(path))}")
 
 
 def show_source(obj) -> None:

@@ -60,7 +60,8 @@ CRITIC_STEP = ("test_update_critic_step", "test_update_critic_hidden")
 ACTOR_INPUTS = ("test_update_actor_inputs", "test_update_actor_hidden")
 ACTOR_STEP = ("test_update_actor_step", "test_update_actor_hidden")
 TD3_TESTS = ("test_ddpg_functions", "test_td3_networks", "test_smoothing_bounds", "test_smoothing_hidden",
-             "test_td3_critic_loss_value", "test_td3_critic_loss_hidden", "test_update_targets",
+             "test_td3_critic_loss_value", "test_td3_critic_loss_hidden", "test_update_critics",
+             "test_update_critics_hidden", "test_update_actor", "test_update_actor_hidden", "test_update_targets",
              "test_delayed_updates", "test_delayed_updates_hidden", "test_td3_learns")
 CRITIC_LOSS = ("test_critic_loss_value", "test_critic_loss_hidden")
 RETURNS_TESTS = ("test_discounted_returns_value", "test_discounted_returns_hidden")
@@ -272,6 +273,41 @@ SAMPLES = [
     Sample("bug-target-actor-frozen", TD3, "update_targets forgets the target actor",
            loses=("test_update_targets",), trains=True, edits=[
                Edit("td3-update-targets", "    soft_update_params(td3.actor, td3.target_actor, tau)\n", "")]),
+    Sample("td3-updates-rewritten", TD3, "correct update steps written differently: the target in a helper, "
+           "the minimum inlined with torch.stack(...).min(dim=0).values, Q-values read as (B,)", trains=True, edits=[
+        Edit("td3-updates",
+             "    q_values_1, q_values_2, target_q_values_1, target_q_values_2 = batch[\n"
+             "        \"critic-1/q_value\", \"critic-2/q_value\", \"target-critic-1/q_value\", \"target-critic-2/q_value\"\n"
+             "    ]\n"
+             "    critic_loss = compute_td3_critic_loss(\n"
+             "        cfg.discount_factor, reward, must_bootstrap, q_values_1, q_values_2, target_q_values_1, target_q_values_2\n"
+             "    )\n",
+             "    next_q = torch.stack([batch[f\"target-critic-{i}/q_value\"][1] for i in (1, 2)]).min(dim=0).values\n"
+             "    y = reward[1] + cfg.discount_factor * must_bootstrap[1].float() * next_q\n"
+             "    critic_loss = sum(((batch[f\"critic-{i}/q_value\"][0] - y) ** 2).mean() for i in (1, 2))\n"),
+        Edit("td3-updates",
+             "    actor_loss = compute_actor_loss(batch[\"critic-1/q_value\"][0])\n",
+             "    q_values = batch[\"critic-1/q_value\"][0]  # (B,)\n"
+             "    actor_loss = -q_values.mean()\n")]),
+    # the same numbers as the solution (its target only carries a useless graph): TD3 learns
+    Sample("bug-target-with-gradient", TD3, "update_critics computes the target with autograd on", trains=True,
+           loses=("test_update_critics", "test_update_critics_hidden"), edits=[
+               Edit("td3-updates", "    with torch.no_grad():\n        # The target actor",
+                    "    if True:\n        # The target actor")]),
+    # the critics' Q-values without gradient: backward() fails, so TD3 does not train either
+    Sample("bug-critics-no-grad", TD3, "update_critics computes Q_1(s_t, a_t) and Q_2 under torch.no_grad()",
+           loses=("test_update_critics", "test_update_critics_hidden", "test_td3_learns"), edits=[
+               Edit("td3-updates",
+                    "    td3.t_critic_1(batch, t=0, n_steps=1)\n    td3.t_critic_2(batch, t=0, n_steps=1)\n"
+                    "    with torch.no_grad():\n",
+                    "    with torch.no_grad():\n        td3.t_critic_1(batch, t=0, n_steps=1)\n"
+                    "        td3.t_critic_2(batch, t=0, n_steps=1)\n")]),
+    # the Q-values update_critics left in the batch (the stored actions, a graph already used):
+    # backward() fails in training; the stand-in's fresh batch has none
+    Sample("bug-actor-stale-q", TD3, "update_actor reads critic-1/q_value without running the critic on its actions",
+           loses=("test_update_actor", "test_update_actor_hidden", "test_td3_learns"), edits=[
+               Edit("td3-updates", "    td3.t_critic_1(batch, t=0, n_steps=1)\n    actor_loss",
+                    "    actor_loss")]),
     # --- The experiment: discounted_returns, and the results file handed in with the notebook
     Sample("exp-solution", EXPERIMENT, "the solution, with its results"),
     Sample("exp-blank", EXPERIMENT, "the release, not filled in, no results", blank=True, results=None,

@@ -374,6 +374,12 @@ class Remote:
     def __repr__(self):
         return self._repr
 
+    def call_through(self, helper, *args):
+        """Runs the course helper ``helper(self, *args)`` (``bbrl_course.checks.run_update``, a
+        module-level function, sent by name) in the student's process, graded as a call of this
+        function: what it did to the arguments is read back as for any call."""
+        return self._judge.call(self, (self, *args), {}, target=helper)
+
     def run_helper(self, name: str, *args):
         """A course helper that runs this function under its instruments (``count_updates``)."""
         return self._judge.request("helper", (name, self, args), self)
@@ -455,13 +461,15 @@ class Judge:
         payload, _ = _pickle(op, body)
         return self.finish(self.student.request(op, payload, self.deadline))
 
-    def call(self, remote: Remote, args, kwargs):
+    def call(self, remote: Remote, args, kwargs, target=None):
+        """Calls the student's function ``remote``; or, with ``target`` (a course helper, sent
+        by name), calls ``target(*args, **kwargs)`` there, the student's function among args."""
         import torch
 
         if remote._generation != self.student.generation:
             raise RuntimeError("this function was lost when the student's process was started again")
         arena, places = self.student.arena, {}
-        payload, sent = _pickle("call", (remote, args, kwargs), arena, places)
+        payload, sent = _pickle("call", (remote if target is None else target, args, kwargs), arena, places)
         modules = channel._modules_in(args, torch.nn.Module)
         self.requests += 1
         answer = self.student.request("call", payload, self.deadline)

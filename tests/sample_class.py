@@ -340,9 +340,9 @@ SAMPLES = [
            loses=RETURNS_TESTS, edits=[
                Edit("experiment-discounted-returns", "running = rewards[..., t] + discount_factor * running",
                     "running = discount_factor * (rewards[..., t] + running)")]),
-    # right on one episode (the visible test), wrong with leading dimensions
+    # right on one episode, wrong with leading dimensions: the visible test's (2, 3) case names it
     Sample("bug-returns-time-first", EXPERIMENT, "runs over the first dimension, not time (the last)",
-           loses=("test_discounted_returns_hidden",), edits=[
+           loses=RETURNS_TESTS, edits=[
                Edit("experiment-discounted-returns",
                     "    running = torch.zeros_like(rewards[..., 0])\n"
                     "    # Backwards: the return at t needs the return at t+1\n"

@@ -204,6 +204,7 @@ def audit(args) -> int:
     if args.assignment and args.assignment not in names:
         raise CourseError(f"no assignment {args.assignment!r}: the assignments are {', '.join(names)}")
     chosen = [args.assignment] if args.assignment else names
+    root = course_root(args.root)  # a wrong folder is said now, not after the mutants are graded
 
     def progress(outcome):
         what = "broken" if outcome.broken else "failed: " + " ".join(outcome.failed) if outcome.failed else "passed"
@@ -218,7 +219,6 @@ def audit(args) -> int:
     survivors = [r for r in rows if r.status == mutation_audit.SURVIVED]
     for r in survivors:
         print(f"survives: {r.mutant.id}  {r.mutant.description}")
-    root = course_root(args.root)
     csv_path, md_path = mutation_audit.write(rows, root / "grades", seconds, args.jobs)
     print(f"{len(rows)} mutants in {seconds:.0f} s; wrote {shown(csv_path)} and {shown(md_path)}")
     if args.write_baseline:

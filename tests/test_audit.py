@@ -167,3 +167,15 @@ def test_a_weakened_hidden_check_fails_the_audit(tmp_path):
     # and with the tests as they are, the same mutants give no problem
     rows, _ = audit.run(["01-ddpg"], jobs=2, ids=set(chosen))
     assert not audit.regressions(rows, recorded)
+
+
+def test_a_course_folder_that_does_not_exist_is_said_before_any_mutant_is_graded():
+    import time
+
+    from conftest import cli
+
+    start = time.monotonic()
+    run = cli("audit", "--root", "outputs/no such course", "--assignment", "03-experiment")
+    assert run.returncode == 1 and run.stdout == "", run.stdout[-500:]
+    assert run.stderr.startswith("error: no course folder outputs/no such course"), run.stderr
+    assert time.monotonic() - start < 30, "said at once, not after the audit"

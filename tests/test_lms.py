@@ -370,3 +370,13 @@ def test_other_csvs_in_grades_are_not_taken_for_assignments(tmp_path):
     (tmp_path / "grades" / "audit.csv").write_text("id,assignment,function\nm1,01-ddpg,f\n")
     write_reports(tmp_path, [Result("ada", DDPG, "graded", scores={"t": 1.0}, max_scores={"t": 1.0})])
     assert (tmp_path / "grades" / "summary.csv").read_text().splitlines() == ["student,01-ddpg,to_grade", "ada,1,0"]
+
+
+def test_the_feedback_comment_counts_the_answers_waiting_in_good_english():
+    from autograder.lms.export import _comment
+
+    row = {"status": "graded", "autograded": "14", "autograded_max": "14", "total": "14", "total_max": "16",
+           "by_hand": "", "to_grade": "1", "notes": ""}
+    assert _comment(row, True) == ("Autograded: 14/14. Total: 14/16. 1 answer is still to be graded by hand. The "
+                                   "attached feedback file shows each test.")
+    assert "2 answers are still to be graded by hand." in _comment({**row, "to_grade": "2"}, True)

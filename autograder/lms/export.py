@@ -41,7 +41,8 @@ def _comment(row: dict | None, files: bool) -> str:
         text += f"; graded by hand: {row['by_hand']}"
     text += f". Total: {row['total']}/{row['total_max']}."
     if int(row.get("to_grade") or 0):
-        text += f" {row['to_grade']} answers are still to be graded by hand."
+        waiting = int(row["to_grade"])
+        text += f" {waiting} answer{'s are' if waiting > 1 else ' is'} still to be graded by hand."
     return text + " The attached feedback file shows each test."
 
 

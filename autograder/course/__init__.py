@@ -31,6 +31,8 @@ README = REPO / "README.md"
 HANDOUT = REPO / "outputs" / "handout"
 
 BADGE_CELL_ID = "open-in-colab"
+#: where a course folder keeps what `python -m autograder collect` recorded (people, hand-in times)
+COLLECTED = "collected"
 
 
 class CourseError(Exception):

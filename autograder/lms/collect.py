@@ -23,12 +23,11 @@ from pathlib import Path
 
 from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
 
-from autograder.course import CourseError, assignments, shown
+from autograder.course import COLLECTED, CourseError, assignments, shown
 from autograder.isolation import inert
 from autograder.lms import formats
 from autograder.lms.archive import MAX_BYTES, BadArchive, unpack
 
-COLLECTED = "collected"
 PEOPLE = "people.csv"
 ROSTER_COLUMNS = ["id", "name", "email", "lms_id"]
 

@@ -39,6 +39,10 @@ def _comment(row: dict | None, files: bool) -> str:
     text = f"Autograded: {row['autograded']}/{row['autograded_max']}"
     if float(row["autograded_max"] or 0) < float(row["total_max"] or 0) and not int(row.get("to_grade") or 0):
         text += f"; graded by hand: {row['by_hand']}"
+    if float(row.get("late_penalty") or 0) > 0:  # ROOT/deadlines.toml (autograder/reporting/late.py)
+        days = int(row.get("days_late") or 0)
+        text += (f"; handed in {days} day{'s' if days > 1 else ''} late: -{row['late_penalty']} "
+                 f"(before the penalty: {row['before_penalty']})")
     text += f". Total: {row['total']}/{row['total_max']}."
     if int(row.get("to_grade") or 0):
         waiting = int(row["to_grade"])

@@ -34,6 +34,7 @@ from pathlib import Path
 import nbformat
 
 from autograder.isolation import inert
+from autograder.reporting.late import CSV_COLUMNS as LATE_COLUMNS
 from autograder.reporting.tables import CSV_COLUMNS, TO_GRADE
 
 REPORT = "report.html"
@@ -127,7 +128,7 @@ def collect(root: Path, name: str) -> Assignment | None:
         rows = list(csv.DictReader(f))
     columns = list(rows[0]) if rows else []
     points = {t: (p, hand) for t, p, hand in _points(nbformat.read(str(release), as_version=4).cells)} if release.exists() else {}
-    names = [c for c in columns if c not in CSV_COLUMNS]
+    names = [c for c in columns if c not in CSV_COLUMNS and c not in LATE_COLUMNS]
     tests = [Test(t, points.get(t, (0.0, False))[0], points.get(t, (0.0, False))[1]) for t in names]
     state = {}
     state_file = root / "grades" / ".graded.json"
@@ -295,6 +296,19 @@ def section(a: Assignment) -> str:
         parts.append("<h3>The learning test: best returns across the class</h3>")
         parts.append(_img(learning_returns(a), f"{a.name}: best returns of the learning test"))
         parts.append(f"<p>{len(a.learning)} TD3s trained; at or below the threshold: {_names(below) or 'none'}.</p>")
+    penalised = [r for r in a.rows if r.get("status") == "graded" and float(r.get("late_penalty") or 0) > 0]
+    if any("late_penalty" in r for r in a.rows):
+        parts.append("<h3>Late hand-ins</h3>")
+        if not penalised:
+            parts.append("<p>No hand-in was late (deadlines.toml).</p>")
+        else:
+            parts.append("<table><tr><th>student</th><th>handed in</th><th>days late</th><th>penalty</th>"
+                         "<th>before</th><th>total</th></tr>")
+            for r in sorted(penalised, key=lambda r: r["student"]):
+                parts.append(f"<tr><td>{_e(r['student'])}</td><td>{_e(r['handed_in'])}</td>"
+                             f"<td class=n>{_e(r['days_late'])}</td><td class=n>-{_e(r['late_penalty'])}</td>"
+                             f"<td class=n>{_e(r['before_penalty'])}</td><td class=n>{_e(r['total'])}</td></tr>")
+            parts.append("</table>")
     parts.append("<h3>Statuses</h3>")
     if a.statuses:
         parts.append("<table><tr><th>status</th><th>students</th><th>who</th></tr>")

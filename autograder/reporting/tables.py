@@ -74,9 +74,12 @@ def write_reports(root: Path, results: list[Result]) -> list[Path]:
     A row's points are the autograded ones, those given by hand so far (formgrader), and
     their total; a cell still waiting for a grade by hand says so.
     """
+    from autograder.reporting import late
+
     out = root / "grades"
     out.mkdir(exist_ok=True)
     written = []
+    policies = late.policies(root)  # {} without ROOT/deadlines.toml: nothing below changes
     for assignment in sorted({r.assignment for r in results}):
         rows = sorted((r for r in results if r.assignment == assignment), key=lambda r: r.student)
         tests = []
@@ -89,8 +92,12 @@ def write_reports(root: Path, results: list[Result]) -> list[Path]:
             with path.open(newline="") as f:
                 reader = csv.DictReader(f)
                 previous = {row["student"]: row for row in reader}
-                tests += [t for t in reader.fieldnames or [] if t not in tests and t not in CSV_COLUMNS]
-        columns = [*CSV_COLUMNS[:-1], *tests, CSV_COLUMNS[-1]]
+                tests += [t for t in reader.fieldnames or [] if t not in tests and t not in CSV_COLUMNS
+                          and t not in late.CSV_COLUMNS]
+        policy = policies.get(assignment)
+        extra = list(late.CSV_COLUMNS) if policy else []
+        columns = [*CSV_COLUMNS[:-1], *extra, *tests, CSV_COLUMNS[-1]]
+        times = late.handed_in(root, assignment) if policy else {}
         for r in rows:
             graded = r.status == GRADED
             # text that reaches a spreadsheet: inert, and never a formula (autograder/isolation/inert.py)
@@ -106,6 +113,11 @@ def write_reports(root: Path, results: list[Result]) -> list[Path]:
                 **{t: (TO_GRADE if r.scores.get(t, 0) is None else _points(r.scores.get(t))) if graded else "" for t in tests},
                 "notes": inert.csv_cell(" | ".join(r.notes)),
             }
+            if policy and graded:  # the total after the late penalty, and the feedback says it
+                lateness = late.lateness(policy, r.student, times.get(r.student))
+                late.apply(previous[inert.csv_cell(r.student)], lateness)
+                late.mark_feedback(root / "feedback" / r.student / assignment / f"{assignment}.html",
+                                   lateness.note(r.total, r.total_max))
         with path.open("w", newline="") as f:
             writer = csv.DictWriter(f, columns, extrasaction="ignore")
             writer.writeheader()

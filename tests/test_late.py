@@ -153,3 +153,34 @@ def test_lateness_counts_every_started_day_after_the_grace():
     assert (at(minutes=10).days, at(minutes=11).days, at(hours=24).days, at(hours=24, seconds=1).days) == (0, 1, 1, 2)
     assert at(days=10).penalty == 20.0, "no cap: every day counts"
     assert late.lateness(policy, "x", None).days == 0
+
+
+def test_a_moodle_download_collected_then_graded_late_with_and_without_an_extension(tmp_path, capsys):
+    """The hand-in times come from the download (Moodle: each file's time in the zip), as
+    collect records them; the penalty follows, and an extension takes it back."""
+    import zipfile
+
+    import nbformat
+
+    from autograder import cli
+
+    notebook = nbformat.writes(nbformat.v4.new_notebook()).encode()
+    archive = tmp_path / "RL-01-ddpg.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, number, when in (("Ada Lovelace", 11, (2026, 12, 20, 22, 0, 0)),
+                                   ("Alan Turing", 12, (2026, 12, 22, 9, 0, 0))):
+            z.writestr(zipfile.ZipInfo(f"{name}_{number}_assignsubmission_file_/{A}.ipynb", date_time=when), notebook)
+    root = tmp_path / "course"
+    root.mkdir()
+    assert cli.main(["collect", str(archive), "--lms", "moodle", "--assignment", A, "--root", str(root)]) == 0
+    (root / late.DEADLINES).write_text(f"[{A}]\ndeadline = 2026-12-20T23:59:00\npenalty_per_day = 2\n")
+    results = [_result("ada-lovelace"), _result("alan-turing")]
+    write_reports(root, results)
+    rows = _rows(root)
+    assert [(rows[s]["handed_in"], rows[s]["days_late"], rows[s]["total"]) for s in ("ada-lovelace", "alan-turing")] == [
+        ("2026-12-20T22:00:00", "0", "14"), ("2026-12-22T09:00:00", "2", "10")]
+    with (root / late.DEADLINES).open("a") as f:
+        f.write(f"[{A}.extensions]\nalan-turing = 2026-12-22T12:00:00\n")
+    write_reports(root, results)
+    assert (_rows(root)["alan-turing"]["days_late"], _rows(root)["alan-turing"]["total"]) == ("0", "14")
+    capsys.readouterr()

@@ -161,6 +161,16 @@ def test_table_lists_students_by_tests_with_the_reasons(graded):
     assert "bad-kills-kernel: test_soft_update_value: the student's code ended its process" in " ".join(text.split())
 
 
+def test_a_table_too_wide_for_a_screen_goes_on_in_another_block():
+    tests = {f"test_{i}": 1.0 for i in range(20)}
+    long = "a-very-long-student-identifier-from-an-lms"
+    text = table([Result(long, "02-td3", "graded", dict(tests), dict(tests))], "02-td3")
+    assert max(len(line) for line in text.splitlines()) <= 110, text
+    headers = [line for line in text.splitlines() if line.startswith("student ")]
+    assert len(headers) == 2 and headers[1].split()[3] == "T12" and headers[1].split()[-1] == "T20", headers
+    assert len([line for line in text.splitlines() if line.startswith(long)]) == 2
+
+
 def test_demo_check_finds_every_sample_graded_as_expected(graded, course_root):
     run = sample_class_check(COURSE)
     assert run.returncode == 0 and f"{len(SAMPLES)}/{len(SAMPLES)} sample submissions graded as expected" in run.stdout, run.stdout
@@ -226,7 +236,7 @@ def test_regrading_one_student_gives_the_same_result_and_keeps_the_others(graded
 @pytest.mark.parametrize("args, message", [
     (["--student", "bug-actor-sing"],
      "error: no folder outputs/test course/submitted/bug-actor-sing: did you mean bug-actor-sign( or [\\w-]+)*\\? "
-     "the 4\\d students are "),
+     f"the {len(SAMPLES)} students are "),
     (["--assignment", "03-sac"], "error: no assignment '03-sac': the assignments are 01-ddpg, 02-td3, 03-experiment"),
     (["--root", "outputs/no such course"], "error: no course folder outputs/no such course .*give --root the folder"),
 ])

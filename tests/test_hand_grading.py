@@ -21,6 +21,14 @@ from conftest import REPO, cli
 
 COURSE = "outputs/hand grading"  # relative to the repository's root, with a space
 STUDENT, ANSWER = "ddpg-solution", "answer_must_bootstrap"
+#: the points of 01-ddpg: autograded, and its answer's (graded by hand)
+_POINTS = sample_class.max_scores("01-ddpg")
+HAND = _POINTS[ANSWER]
+AUTO = sum(v for t, v in _POINTS.items() if not t.startswith("answer_"))
+
+
+def _g(x: float) -> str:
+    return f"{x:g}"
 
 
 def _row(root, assignment="01-ddpg", student=STUDENT):
@@ -57,17 +65,18 @@ def root():
 def test_hand_grades_reach_the_csvs_and_survive_regrading(root):
     run = _grade(root)
     row = _row(root)
-    assert (row[ANSWER], row["to_grade"], row["autograded"], row["total"]) == ("to grade", "1", "8", "8")
+    assert (row[ANSWER], row["to_grade"], row["autograded"], row["total"]) == ("to grade", "1", _g(AUTO), _g(AUTO))
     assert "1 answers of 1 students wait for a grade by hand: make formgrader ROOT='outputs/hand grading'" in run.stdout
     assert (root / "nbgrader_config.py").is_file()
 
     _give_points(root, 1.5)
     _grade(root)  # grading again never discards a hand grade, nor asks for it again
     row = _row(root)
-    assert (row[ANSWER], row["to_grade"], row["by_hand"], row["total"], row["total_max"]) == ("1.5", "0", "1.5", "9.5", "10")
+    assert (row[ANSWER], row["to_grade"], row["by_hand"], row["total"], row["total_max"]) == (
+        "1.5", "0", "1.5", _g(AUTO + 1.5), _g(AUTO + HAND))
     with (root / "grades" / "summary.csv").open(newline="") as f:
         summary = next(r for r in csv.DictReader(f) if r["student"] == STUDENT)
-    assert summary["01-ddpg"] == "9.5" and summary["to_grade"] == "0"
+    assert summary["01-ddpg"] == _g(AUTO + 1.5) and summary["to_grade"] == "0"
     page = root / "feedback" / STUDENT / "01-ddpg" / "01-ddpg.html"
     text = html.unescape(re.sub(r"<[^>]+>", " ", page.read_text()))
     assert re.search(r"Score:\s*1\.5\s*/\s*2", text), "the feedback shows the hand grade"

@@ -37,20 +37,27 @@ def table(results: list[Result], assignment: str) -> str:
                 tests.append(test)
     maxima = {t: next(r.max_scores[t] for r in rows if t in r.max_scores) for t in tests}
     width = max([len("student")] + [len(inert.text(r.student)) for r in rows])
-    header = f"{'student':{width}}  {'status':10} {'points':>7}  " + " ".join(f"T{i + 1:<3}" for i in range(len(tests)))
-    lines = [f"{assignment}", header, "-" * len(header)]
-    for r in rows:
-        cells = []
-        for test in tests:
-            value = r.scores.get(test, "")
-            cells.append("  - " if r.status != GRADED else ("hand" if value is None else f"{value:<4g}"))
-        score = "" if r.total is None else f"{r.total:g}/{r.total_max:g}"
-        lines.append(f"{inert.text(r.student):{width}}  {inert.text(r.status):10} {score:>7}  " + " ".join(cells))
+    lead = width + 2 + 11 + 7 + 2
+    # a column of 3 characters per test; the tests that do not fit in WIDTH go in another block
+    per_block = max(1, (WIDTH - lead + 1) // 4)
+    blocks = [range(start, min(start + per_block, len(tests))) for start in range(0, len(tests), per_block)] or [range(0)]
+    lines = [f"{assignment}"]
+    for block in blocks:
+        header = f"{'student':{width}}  {'status':10} {'points':>7}  " + " ".join(f"T{i + 1:<2}" for i in block)
+        lines += [header.rstrip(), "-" * len(header.rstrip())]
+        for r in rows:
+            cells = []
+            for test in (tests[i] for i in block):
+                value = r.scores.get(test, "")
+                cells.append("-  " if r.status != GRADED else ("h  " if value is None else f"{value:<3g}"))
+            score = "" if r.total is None else f"{r.total:g}/{r.total_max:g}"
+            lines.append((f"{inert.text(r.student):{width}}  {inert.text(r.status):10} {score:>7}  "
+                          + " ".join(cells)).rstrip())
     if not rows:
         lines.append("(no submission)")
     legend = ", ".join(f"T{i + 1} {_short(t)} ({maxima[t]:g})" for i, t in enumerate(tests))
     if legend:
-        lines += textwrap.wrap(f"tests: {legend}; hand: {TO_GRADE} by hand (make formgrader)", WIDTH,
+        lines += textwrap.wrap(f"tests: {legend}; h: {TO_GRADE} by hand (make formgrader)", WIDTH,
                                subsequent_indent="  ", break_on_hyphens=False)
     if missing:
         lines += textwrap.wrap(f"missing ({len(missing)}): {_some(missing)}", WIDTH, subsequent_indent="  ", break_on_hyphens=False)

@@ -180,7 +180,11 @@ STUBS = [
 ]
 #: the critic loss without the discount (tests/sample_class.py's bug-no-discount)
 NO_DISCOUNT = Edit("ddpg-critic-loss", "reward[1] + discount_factor * must_bootstrap", "reward[1] + must_bootstrap")
-ALL_TESTS = ("test_critic_loss_is_a_scalar", *CRITIC_LOSS, "test_actor_loss", *SOFT_UPDATE)
+#: every test of 01-ddpg: a submission suspected of tampering loses every test after the
+#: tampering (the update steps' tests included)
+ALL_TESTS = DDPG_TESTS
+#: the update steps' tests, lost too by a submission that tampers before them
+UPDATE_TESTS = tuple(t for t in DDPG_TESTS if t.startswith("test_update_"))
 
 
 def _critic_cell_top(code: str) -> Edit:
@@ -269,7 +273,7 @@ checking = _checks.checking"""
         # the soft update of bug-not-in-place and bug-autograd-graph, reported "in place, no graph"
         Sample("probe-forged-side-effects", DDPG, "a soft update not in place and recorded by autograd, "
                "with the channel's Server.op_call replaced to report it in place and without a graph",
-               loses=("test_soft_update_hidden",), edits=[forged_side_effects(hide=False)],
+               loses=("test_soft_update_hidden", *UPDATE_TESTS), edits=[forged_side_effects(hide=False)],
                notes=(f"{suspected} replaced the channel's Server.op_call",)),
         # the same, hidden from the watch: the verdict itself must catch it
         Sample("probe-hidden-side-effects", DDPG, "the same, and Server.tampering replaced to report nothing",

@@ -413,8 +413,15 @@ def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | Non
     # the feedback too, here on the worker (about two thirds of what recording a result cost
     # the driver, which records one after another): from a copy of the autograded notebook
     # cleaned as the driver cleans its own (the scores come from the uncleaned one, sent above)
+    # the driver scores the notebook as it was executed (cleaning replaces outputs): the
+    # cleaned copy lives only while the feedback is made
+    notebook = root / "autograded" / student / assignment / f"{assignment}.ipynb"
+    executed = notebook.read_bytes()
     feedback.clean_autograded(root, student, assignment)  # its notes are the driver's to give
-    generated = api(root).generate_feedback(assignment, student, force=True)
+    try:
+        generated = api(root).generate_feedback(assignment, student, force=True)
+    finally:
+        notebook.write_bytes(executed)
     return {"status": GRADED, "notes": notes, "seconds": time.perf_counter() - start, "files": files,
             "feedback": bool(generated.get("success"))}  # the pages: root/feedback/<student>/<assignment>/
 

@@ -290,7 +290,7 @@ SAMPLES = [
              "    q_values = batch[\"critic-1/q_value\"][0]  # (B,)\n"
              "    actor_loss = -q_values.mean()\n")]),
     # the same numbers as the solution (its target only carries a useless graph): TD3 learns
-    Sample("bug-target-with-gradient", TD3, "update_critics computes the target with autograd on", trains=True,
+    Sample("bug-td3-target-with-gradient", TD3, "update_critics computes the target with autograd on", trains=True,
            loses=("test_update_critics", "test_update_critics_hidden"), edits=[
                Edit("td3-updates", "    with torch.no_grad():\n        # The target actor",
                     "    if True:\n        # The target actor")]),

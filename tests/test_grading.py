@@ -26,6 +26,7 @@ from autograder.reporting.tables import CSV_COLUMNS, table
 from conftest import REPO, cli
 
 SAMPLES = {sample.student: sample for sample in sample_class.SAMPLES}
+assert len(SAMPLES) == len(sample_class.SAMPLES), "two samples share a student id: the tests would grade one"
 #: the course folder, relative to the repository's root (with a space, as instructors name folders)
 COURSE = "outputs/test course"
 

@@ -382,9 +382,11 @@ def test_outputs_are_cut_at_their_byte_limits(sandboxed):
     for path in (root / "logs").iterdir():
         assert path.stat().st_size < MAX_LOG, (path.name, path.stat().st_size)
     text = _outputs(sandboxed, "probe-huge-print")
-    # the cell that printed 32 MB in the kernel, and the test whose function printed 32 MB twice
+    # the cell that printed 32 MB in the kernel, and the test whose function printed 32 MB at
+    # each of its calls (test_actor_loss calls compute_actor_loss three times)
     assert re.search(r"\[33\d{6} bytes of output dropped: the grader keeps 100000 bytes of a cell's output", text)
-    assert re.search(r"\[67\d{6} bytes of printed output dropped: a test keeps 20000 characters\]", text)
+    dropped = re.search(r"\[(\d+) bytes of printed output dropped: a test keeps 20000 characters\]", text)
+    assert dropped and int(dropped.group(1)) >= 2 * hostile_class.HUGE_PRINT, text[:2000]
 
 
 def test_the_sandbox_writes_nothing_unbounded_on_the_host_and_no_line_of_the_log(sandboxed):

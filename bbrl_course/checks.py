@@ -281,6 +281,22 @@ _TARGETS = ("target_actor", "target_critic_1", "target_critic_2")
 _MISSING = object()
 
 
+@contextlib.contextmanager
+def _names_replaced(namespace: dict, replacements: dict):
+    """The names of a function's module (a notebook's namespace) replaced while it runs,
+    then put back as they were (a name that was not there is removed again)."""
+    saved = {name: namespace.get(name, _MISSING) for name in replacements}
+    namespace.update(replacements)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is _MISSING:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+
+
 def count_updates(run, cfg, n_updates: int = 12) -> dict[str, int]:
     """Runs the training loop ``run`` (``run_td3``) on a stand-in TD3 for ``n_updates``
     gradient steps, and counts the updates.
@@ -359,17 +375,8 @@ def count_updates(run, cfg, n_updates: int = 12) -> dict[str, int]:
         "update_actor": update_actor,
         "update_targets": update_targets,
     }
-    namespace = run.__globals__
-    saved = {name: namespace.get(name, _MISSING) for name in replacements}
-    namespace.update(replacements)
-    try:
+    with _names_replaced(run.__globals__, replacements):
         run(algo)
-    finally:
-        for name, value in saved.items():
-            if value is _MISSING:
-                namespace.pop(name, None)
-            else:
-                namespace[name] = value
     return counts
 
 
@@ -631,16 +638,8 @@ def update_facts(update, cfg, kind: str = "critic", seed: int = 0, batch_size: i
 
     wrap(algo.critic_optimizer, "critic")
     wrap(algo.actor_optimizer, "actor")
-    namespace = update.__globals__
-    saved = namespace.get(loss_name, _MISSING)
-    namespace[loss_name] = probe
-    try:
+    with _names_replaced(update.__globals__, {loss_name: probe}):
         returned = update(algo, batch)
-    finally:
-        if saved is _MISSING:
-            namespace.pop(loss_name, None)
-        else:
-            namespace[loss_name] = saved
     facts["shapes"] = [list(p.shape) for p in trained_parameters]
     facts["moved"] = {name: _changed(net, snapshots[name]) for name, net in networks.items()}
     facts["returned"] = _recorded(returned)
@@ -845,23 +844,15 @@ def run_update(update, algo, batch):
     before = {name: [None if p.grad is None else p.grad.detach().clone() for p in getattr(algo, name).parameters()]
               for name in getattr(algo, "NETWORKS", ())}
     replacements = {"smooth_target_action": _stand_in_smoothing(record), **_stand_in_losses(record)}
-    namespace = update.__globals__
-    saved = {name: namespace.get(name, _MISSING) for name in replacements}
-    namespace.update(replacements)
     try:
-        result = update(algo, batch)
+        with _names_replaced(update.__globals__, replacements):
+            result = update(algo, batch)
     except AssertionError as error:  # BBRL's workspace asserts: a variable read before an agent wrote it
         if not str(error).startswith("[Workspace"):
             raise
         raise RuntimeError(f"{str(error)[:300]} — a variable is read that no agent wrote in this batch: run the "
                            "temporal agent that writes it first (td3.t_critic_1(batch, t=0, n_steps=1) writes "
                            "critic-1/q_value)") from None
-    finally:
-        for name, value in saved.items():
-            if value is _MISSING:
-                namespace.pop(name, None)
-            else:
-                namespace[name] = value
     record["with gradient"] = [
         name for name, grads in before.items()
         if any(p.grad is not None and (g is None or not torch.equal(p.grad, g))

@@ -54,12 +54,15 @@ test-colab: setup
 	$(PY) -m pytest -m colab tests/test_colab.py
 
 # The sample class of tests/sample_class.py (solutions, bugs, bad inputs), graded in a
-# course folder of its own: outputs/demo-course/ (grades/, feedback/, logs/)
+# course folder of its own: outputs/demo-course/ (grades/, feedback/, logs/). The class's
+# hand-ins are written again each time, and grading grades only what changed since the last
+# run: a submission, its assignment, the grader or the course module (`make test` leaves the
+# class it graded there, so a demo after it grades nothing again; FRESH=1 grades it all)
 DEMO := outputs/demo-course
 
 demo: setup
 	$(PY) -m autograder release
-	rm -rf $(DEMO)
+	$(if $(FRESH),rm -rf $(DEMO))
 	$(PY) tests/sample_class.py $(DEMO)
 	$(PY) -m autograder grade --root $(DEMO)
 	$(PY) tests/sample_class.py check $(DEMO)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -602,4 +603,8 @@ if __name__ == "__main__":
         if report.exists():
             print(f"the class report: {report} (open it in a browser)")
         sys.exit(1 if problems else 0)
-    write_class(Path(sys.argv[1]) / "submitted", _samples_of(sys.argv))
+    # the class's hand-ins, written again from scratch (a submission removed from the class goes);
+    # the rest of the course folder stays, so that grading it again grades only what changed
+    submitted = Path(sys.argv[1]) / "submitted"
+    shutil.rmtree(submitted, ignore_errors=True)
+    write_class(submitted, _samples_of(sys.argv))

@@ -82,21 +82,26 @@ def cluster(tmp_path_factory):
     processes = [subprocess.Popen(["bash", "-c", command], cwd=folder, env=env, stdout=log, stderr=log,
                                   start_new_session=True) for command in (scheduler, worker)]
     address = f"tcp://127.0.0.1:{port}"
-    from distributed import Client
-
-    for _ in range(150):
-        try:
-            with Client(address, timeout="2s") as client:
-                client.wait_for_workers(2, timeout=60)
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
+    if not _wait_for_workers(address, 2):
         raise AssertionError((folder / "cluster.log").read_text()[-3000:])
     yield address
     for process in processes:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def _wait_for_workers(address, n):
+    """True once the scheduler at ``address`` answers with ``n`` workers (it may still be starting)."""
+    from distributed import Client
+
+    for _ in range(150):
+        try:
+            with Client(address, timeout="2s") as client:
+                client.wait_for_workers(n, timeout=60)
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def _grading_processes(student):
@@ -261,8 +266,6 @@ def _start(kind: str, args: list[str], folder, grader: bool):
 def test_a_cluster_that_cannot_import_the_grader_gets_one_line_before_any_submission(tmp_path, missing):
     # the instructor forgot the course's environment on the scheduler, or on a worker: one
     # line says which process and what to do, before any submission is sent
-    from distributed import Client
-
     root = _course("outputs/test-distribute-missing", [SOLUTION])
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -271,13 +274,7 @@ def test_a_cluster_that_cannot_import_the_grader_gets_one_line_before_any_submis
     try:
         processes.append(_start("worker", [address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
                                            "--memory-limit", "0"], tmp_path, grader=missing != "worker"))
-        for _ in range(150):
-            try:
-                with Client(address, timeout="2s") as client:
-                    client.wait_for_workers(1, timeout=60)
-                break
-            except OSError:
-                time.sleep(0.2)
+        _wait_for_workers(address, 1)
         run = cli("grade", "--root", str(root.relative_to(REPO)), "--scheduler", address)
     finally:
         for process in processes:

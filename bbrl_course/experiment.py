@@ -769,19 +769,36 @@ def report(summary: Mapping[str, Mapping[str, np.ndarray]]) -> str:
     return "\n".join(lines)
 
 
+def until(summary: Mapping[str, Mapping[str, np.ndarray]], steps: int) -> dict[str, dict[str, np.ndarray]]:
+    """The summary cut after its last evaluation at or before ``steps``: what a run of that
+    budget would have shown (its last evaluation is then the one the Welch tests compare), to
+    check that a shorter budget keeps a result."""
+    cut = {}
+    for label, s in summary.items():
+        keep = np.asarray(s["steps"]) <= steps
+        cut[label] = {key: (np.asarray(v)[keep] if key == "steps" else np.asarray(v)[:, keep]) if key != "seeds"
+                      else np.asarray(v) for key, v in s.items()}
+    return cut
+
+
 def main(argv=None) -> int:
-    """``python -m bbrl_course.experiment RESULTS.npz [--figures DIR]``: the report of every
-    environment, and its figure ``DIR/bias-<env>.png`` (the notebook's figure)."""
+    """``python -m bbrl_course.experiment RESULTS.npz [--figures DIR] [--until STEPS]``: the
+    report of every environment, and its figure ``DIR/bias-<env>.png`` (the notebook's
+    figure); with ``--until``, of the evaluations up to STEPS environment steps only."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("results", type=Path)
     parser.add_argument("--figures", type=Path, help="write the figure of each environment in this folder")
+    parser.add_argument("--until", type=int, metavar="STEPS",
+                        help="only the evaluations up to STEPS steps (what a shorter budget would have shown)")
     args = parser.parse_args(argv)
     if not args.results.is_file():
         print(f"{args.results}: no such file (the experiment notebook writes it)")
         return 1
     for env_name, summary in summaries(load_results(args.results)).items():
+        if args.until is not None:
+            summary = until(summary, args.until)
         seeds = sorted({len(s["seeds"]) for s in summary.values()})
         steps = max(int(s["steps"][-1]) for s in summary.values())
         print(f"{env_name} ({' or '.join(map(str, seeds))} seeds, {steps} steps):")

@@ -127,3 +127,24 @@ def test_the_questions_ask_what_each_comparison_can_show(experiment):
         assert text in answer.source, text
     released = _cell("answer_ablation")
     assert "isolates the minimum" not in released.source, "the model answer stays in the solution"
+
+
+def test_until_shows_what_a_shorter_budget_would_have_shown(tmp_path, capsys):
+    from bbrl_course.experiment import main, save_results, until
+
+    rng = np.random.default_rng(1)
+    steps = np.arange(6) * 2000
+    # DDPG overestimates only after 6,000 steps: a budget of 4,000 would not have shown it
+    bias = {"DDPG": np.where(steps > 6000, 50.0, 0.0), "TD3": np.zeros(6)}
+    summary = {label: {"seeds": np.arange(1, 6), "steps": steps, "returns": rng.normal(-100, 5, (5, 6)),
+                       "true_values": np.full((5, 6), -100.0),
+                       "estimates": -100.0 + b + rng.normal(0, 1, (5, 6))} for label, b in bias.items()}
+    short = until(summary, 5000)
+    assert short["DDPG"]["steps"].tolist() == [0, 2000, 4000] and short["TD3"]["estimates"].shape == (5, 3)
+    assert short["DDPG"]["seeds"].tolist() == [1, 2, 3, 4, 5]
+    path = save_results(tmp_path / "results.npz", "Pendulum-v1", summary)
+    assert main([str(path), "--until", "5000"]) == 0
+    out = capsys.readouterr().out
+    assert "Pendulum-v1 (5 seeds, 4000 steps):" in out and "bias at the last evaluation: DDPG 0." in out
+    assert main([str(path)]) == 0
+    assert "Pendulum-v1 (5 seeds, 10000 steps):" in capsys.readouterr().out

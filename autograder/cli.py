@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from autograder.course import AUTOGRADER, REPO, CourseError, assignments, course_root, shown
+from autograder.course import AUTOGRADER, REPO, CourseError, assignments, count, course_root, shown
 
 COMMANDS = {
     "release": "write the student notebooks (notebooks/) and the README's Colab links from solutions/",
@@ -177,7 +177,8 @@ def grade(args) -> int:
     if (root / "grades" / "report.html").exists():
         print(f"report:   {shown(root / 'grades' / 'report.html')} (open it in a browser; make report writes it again)")
     if waiting:
-        print(f"{waiting} answers of {len({r.student for r in graded})} students wait for a grade by hand: "
+        print(f"{count(waiting, 'answer')} of {count(len({r.student for r in graded}), 'student')} "
+              f"wait{'s' if waiting == 1 else ''} for a grade by hand: "
               f"make formgrader{'' if root == AUTOGRADER else ' ROOT=' + shlex.quote(shown(root))}")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))

@@ -231,7 +231,7 @@ def test_regrading_one_student_gives_the_same_result_and_keeps_the_others(graded
         rows_before = list(csv.DictReader(f))
     run = cli("grade", "--root", COURSE, "--student", "bad-kills-kernel", "--assignment", "01-ddpg", "--jobs", "1",
               "--force", "--json", f"{COURSE}/again.json")
-    assert "grading 1 submissions of 1 students (01-ddpg) on 1 local workers\n" in run.stdout
+    assert "grading 1 submission of 1 student (01-ddpg) on 1 local worker\n" in run.stdout
     assert run.returncode == 0, run.stderr[-2000:]
     again = list(_results(course_root / "again.json").values())
     first = graded[("bad-kills-kernel", "01-ddpg")]
@@ -280,7 +280,7 @@ def test_grading_again_grades_only_what_changed(graded, course_root):
     shutil.copy(course_root / "submitted" / "exp-solution" / "03-experiment" / "03-experiment-results.npz", results)
     try:
         run = cli("grade", "--root", COURSE, "--assignment", "03-experiment")
-        assert f"grading 1 submissions of {len(SAMPLES)} students" in run.stdout, run.stdout
+        assert f"grading 1 submission of {len(SAMPLES)} students" in run.stdout, run.stdout
         total = round(sum(_max_scores("03-experiment").values()))  # 15: 5 by the tests, 10 by hand
         assert re.search(rf"^exp-no-results\s+graded\s+5/{total}", run.stdout, re.M), run.stdout
     finally:

@@ -66,7 +66,7 @@ def test_hand_grades_reach_the_csvs_and_survive_regrading(root):
     run = _grade(root)
     row = _row(root)
     assert (row[ANSWER], row["to_grade"], row["autograded"], row["total"]) == ("to grade", "1", _g(AUTO), _g(AUTO))
-    assert "1 answers of 1 students wait for a grade by hand: make formgrader ROOT='outputs/hand grading'" in run.stdout
+    assert "1 answer of 1 student waits for a grade by hand: make formgrader ROOT='outputs/hand grading'" in run.stdout
     assert (root / "nbgrader_config.py").is_file()
 
     _give_points(root, 1.5)

@@ -35,6 +35,11 @@ BADGE_CELL_ID = "open-in-colab"
 COLLECTED = "collected"
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and its noun, singular for one: ``count(1, "student")`` is "1 student"."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 class CourseError(Exception):
     """A problem an instructor must fix; the message says what and where."""
 

@@ -142,7 +142,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise course.CourseError(
                 f"no folder {shown(root / 'submitted' / student)}: {hint}"
-                f"the {len(who)} students are {_some(who) or 'none'}"
+                (f"the {len(who)} students are {_some(who)}" if len(who) > 1 else f"the only student is {_some(who)}" if who else "there are no students")
             )
         who = [student]
     chosen = [assignment] if assignment else names
@@ -176,8 +176,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     slow = {a: slow_tests(root, a) for a in chosen}
     work.sort(key=lambda item: -slow[item[1]])
     unchanged = sum(1 for r in results if r.status == GRADED)
-    log(f"grading {len(work)} submissions of {len(who)} students ({', '.join(chosen)})"
-        + (f" on {scheduler}" if scheduler else f" on {jobs} local workers")
+    log(f"grading {course.count(len(work), 'submission')} of {course.count(len(who), 'student')} ({', '.join(chosen)})"
+        + (f" on {scheduler}" if scheduler else f" on {course.count(jobs, 'local worker')}")
         + (f"; {unchanged} unchanged since they were graded (--force grades them again)" if unchanged else "")
         + (f"; {len(results) - unchanged} cannot be graded (missing, misnamed or unreadable)"
            if len(results) > unchanged else ""))

@@ -15,7 +15,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from autograder.course import CourseError, assignments, shown
+from autograder.course import CourseError, assignments, count, shown
 from autograder.isolation import inert
 from autograder.lms import formats
 from autograder.lms.collect import COLLECTED
@@ -70,7 +70,9 @@ def export(root: Path, lms: str, assignment: str, partial: bool = False, column:
     if (waiting or ungraded) and not partial:
         problems = []
         if waiting:
-            problems.append(f"{sum(waiting.values())} answers of {len(waiting)} students wait for a grade by hand ("
+            total = sum(waiting.values())
+            problems.append(f"{count(total, 'answer')} of {count(len(waiting), 'student')} "
+                            f"wait{'s' if total == 1 else ''} for a grade by hand ("
                             + ", ".join(f"{s}: {n}" for s, n in sorted(waiting.items()))
                             + "): grade them in formgrader, then run grade again")
         if ungraded:
@@ -122,7 +124,8 @@ def export(root: Path, lms: str, assignment: str, partial: bool = False, column:
     lines = [f"wrote {shown(csv_path)} ({exported} grades of {len(people)} people; upload it with {upload[0]})",
              f"wrote {shown(zip_path)} ({len(feedback)} feedback files; upload it with {upload[1]})"]
     if waiting:
-        lines.append(f"partial: {sum(waiting.values())} answers of {', '.join(sorted(waiting))} are not graded by hand yet")
+        lines.append(f"partial: {count(sum(waiting.values()), 'answer')} of {', '.join(sorted(waiting))} "
+                     f"{'is' if sum(waiting.values()) == 1 else 'are'} not graded by hand yet")
     if ungraded:
         lines.append(f"partial: not graded, exported without a grade: {', '.join(ungraded)}")
     return lines

@@ -12,8 +12,8 @@ what it says when nothing stops it):
 - probe-write: writes the gradebook (every grade to 100) and another student's notebook;
 - probe-network: connects to a server of the test on 127.0.0.1;
 - probe-memory: allocates 6 GB (the sandbox allows 4) in compute_actor_loss, once per process;
-- probe-fork: forks 200 processes that sleep 20 s (the sandbox allows 64) in
-  soft_update_params;
+- probe-fork: forks 200 processes (the sandbox allows 64) in soft_update_params, once per
+  process; they wait until it ends (60 s at most);
 - probe-disk: writes one file of up to 512 MB (files are limited to 256 MB), then files
   of 32 MB up to 1 GB in all (the working directory holds 512 MB), and removes them; then
   leaves a small file in its working directory (a copy of its folder, in the sandbox);
@@ -118,11 +118,18 @@ with open("left-by-probe.txt", "w") as _f:  # in the submission's own folder, if
         Sample("probe-fork", DDPG, "forks 200 processes in soft_update_params", loses=SOFT_UPDATE,
                notes=("test_soft_update_value: the sandbox stopped the student's code", "more than 64 processes"), edits=[
             Edit("ddpg-soft-update", "    with torch.no_grad():\n",
-                 "    import os, time\n"
-                 "    for _ in range(200):\n"
-                 "        if os.fork() == 0:\n"
-                 "            time.sleep(20)\n"
-                 "            os._exit(0)\n"
+                 # once per process; the children wait until their parent ends (60 s at most), so
+                 # that 200 are alive at once however slowly a loaded machine forks them
+                 "    import os, select\n"
+                 "    if not globals().get('_forked'):\n"
+                 "        globals()['_forked'] = True\n"
+                 "        _r, _w = os.pipe()\n"
+                 "        for _ in range(200):\n"
+                 "            if os.fork() == 0:\n"
+                 "                os.close(_w)\n"
+                 "                select.select([_r], [], [], 60)\n"
+                 "                os._exit(0)\n"
+                 "        os.close(_r)\n"
                  "    with torch.no_grad():\n")]),
         Sample("probe-disk", DDPG, "fills the disk", edits=[_top(disk)]),
         markup_probe(),

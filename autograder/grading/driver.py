@@ -142,7 +142,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise course.CourseError(
                 f"no folder {shown(root / 'submitted' / student)}: {hint}"
-                (f"the {len(who)} students are {_some(who)}" if len(who) > 1 else f"the only student is {_some(who)}" if who else "there are no students")
+                + (f"the {len(who)} students are {_some(who)}" if len(who) > 1
+                   else f"the only student is {_some(who)}" if who else "there are no students")
             )
         who = [student]
     chosen = [assignment] if assignment else names

@@ -121,3 +121,16 @@ def _source(text: str) -> Path:
     path = Path(tempfile.mkdtemp()) / "module.py"
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize("package", ["autograder", "bbrl_course", "benchmarks", "tests"])
+def test_no_module_compiles_with_a_warning(package):
+    # a SyntaxWarning (a string "called" where a comma or + was meant, an invalid escape) is
+    # printed on stderr by every command that imports the module: a user sees it, and a graded
+    # cell that writes to stderr scores 0
+    import warnings
+
+    for path in sorted((REPO / package).rglob("*.py")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            compile(path.read_text(), str(path), "exec")

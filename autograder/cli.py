@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from autograder.course import AUTOGRADER, REPO, CourseError, assignments, count, course_root, shown
+from autograder.course import AUTOGRADER, REPO, RETRAININGS, CourseError, assignments, count, course_root, shown
 
 COMMANDS = {
     "release": "write the student notebooks (notebooks/) and the README's Colab links from solutions/",
@@ -81,6 +81,10 @@ def parser() -> argparse.ArgumentParser:
     grade.add_argument("--budget", type=float, default=None,
                        help="seconds a submission may take in all: its kernel, its student's process and the judge "
                             "together (default: the sum of its assignment's cell time limits, plus 120 s)")
+    grade.add_argument("--retrainings", type=int, default=None, metavar="N",
+                       help="when a learning test fails, train again with one of the student's functions replaced "
+                            "by the course's, at most N times, to name the one that stops it (default "
+                            f"{RETRAININGS}; 0: never)")
     _root_argument(commands.choices["report"])
     formgrader = commands.choices["formgrader"]
     _root_argument(formgrader)
@@ -164,7 +168,8 @@ def grade(args) -> int:
     limits = None if args.trusted else sandbox.Limits(memory=int(args.memory * sandbox.GB), cpu_seconds=args.cpu_seconds)
     root = course_root(args.root)
     results = grade_class(root, args.student, args.assignment, args.jobs, progress=True, limits=limits,
-                          scheduler=args.scheduler, force=args.force, budget=args.budget)
+                          scheduler=args.scheduler, force=args.force, budget=args.budget,
+                          retrainings=args.retrainings)
     print()
     for assignment in sorted({r.assignment for r in results}):
         print(table(results, assignment))

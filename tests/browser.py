@@ -45,6 +45,7 @@ class Page:
     console: list[str] = field(default_factory=list)
     scripts: int = 0
     title: str = ""
+    text: str = ""  # what the page shows (document.body.innerText)
 
 
 class Chromium:
@@ -173,11 +174,13 @@ class Chromium:
             time.sleep(0.1)
         found = self.send("Runtime.evaluate", {"returnByValue": True, "expression": (
             "JSON.stringify({title: document.title, scripts: document.scripts.length, "
+            "text: document.body ? document.body.innerText : '', "
             "images: Array.from(document.images).map(i => "
             "({src: i.src.slice(0, 80), complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}))})")},
             session)
         value = json.loads(found["result"]["value"])
         self.page.images, self.page.title, self.page.scripts = value["images"], value["title"], value["scripts"]
+        self.page.text = value["text"]
         for event in list(self.events):
             if event.get("sessionId") != session:
                 continue

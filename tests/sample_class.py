@@ -49,6 +49,9 @@ class Sample:
     file: str | None = None  # another file name, or "" for no file
     raw: str | None = None  # the file's content as is (not a notebook)
     trains: bool = False  # runs the TD3 learning test (about 75 s)
+    #: the function whose course version makes a TD3 that fails the learning test learn (the
+    #: feedback names it: autograder.isolation.judge.attribute)
+    culprit: str = ""
     results: str | None = "complete"  # the experiment's results file handed in (see write_results)
 
 
@@ -259,17 +262,17 @@ SAMPLES = [
                Edit("td3-run", "        if td3.nb_updates % cfg.policy_delay == 0:\n", "        if True:\n")]),
     # a non-scalar actor loss: backward() fails, so TD3 does not train either
     Sample("bug-copied-actor-loss", TD3, "the DDPG actor loss copied without the mean",
-           loses=("test_ddpg_functions", "test_td3_learns"), edits=[
+           loses=("test_ddpg_functions", "test_td3_learns"), culprit="compute_actor_loss", edits=[
                Edit("td3-from-ddpg", "    return -q_values.mean()", "    return -q_values")]),
     # the optimizer refuses the same parameters twice: TD3 cannot be built, nor trained
     Sample("bug-one-critic", TD3, "the second critic is the first one",
-           loses=("test_td3_networks", "test_td3_learns"), edits=[
+           loses=("test_td3_networks", "test_td3_learns"), culprit="TD3", edits=[
                Edit("td3-class",
                     'self.critic_2 = ContinuousQAgent(obs_size, hidden, act_size).with_prefix("critic-2/")',
                     'self.critic_2 = self.critic_1')]),
     # trains for the whole learning test, but the actor descends the critic: the curve stays low
     Sample("bug-actor-ascends", TD3, "the actor loss without its minus sign: the actor minimizes Q",
-           loses=("test_ddpg_functions", "test_td3_learns"), trains=True, edits=[
+           loses=("test_ddpg_functions", "test_td3_learns"), trains=True, culprit="compute_actor_loss", edits=[
                Edit("td3-from-ddpg", "    return -q_values.mean()", "    return q_values.mean()")]),
     Sample("bug-target-actor-frozen", TD3, "update_targets forgets the target actor",
            loses=("test_update_targets",), trains=True, edits=[
@@ -297,7 +300,7 @@ SAMPLES = [
                     "    if True:\n        # The target actor")]),
     # the critics' Q-values without gradient: backward() fails, so TD3 does not train either
     Sample("bug-critics-no-grad", TD3, "update_critics computes Q_1(s_t, a_t) and Q_2 under torch.no_grad()",
-           loses=("test_update_critics", "test_update_critics_hidden", "test_td3_learns"), edits=[
+           loses=("test_update_critics", "test_update_critics_hidden", "test_td3_learns"), culprit="update_critics", edits=[
                Edit("td3-updates",
                     "    td3.t_critic_1(batch, t=0, n_steps=1)\n    td3.t_critic_2(batch, t=0, n_steps=1)\n"
                     "    with torch.no_grad():\n",
@@ -306,7 +309,7 @@ SAMPLES = [
     # the Q-values update_critics left in the batch (the stored actions, a graph already used):
     # backward() fails in training; the stand-in's fresh batch has none
     Sample("bug-actor-stale-q", TD3, "update_actor reads critic-1/q_value without running the critic on its actions",
-           loses=("test_update_actor", "test_update_actor_hidden", "test_td3_learns"), edits=[
+           loses=("test_update_actor", "test_update_actor_hidden", "test_td3_learns"), culprit="update_actor", edits=[
                Edit("td3-updates", "    td3.t_critic_1(batch, t=0, n_steps=1)\n    actor_loss",
                     "    actor_loss")]),
     # --- The experiment: discounted_returns, and the results file handed in with the notebook

@@ -267,6 +267,32 @@ def test_the_judge_measures_the_learning_test_as_the_notebook_does(graded, cours
             assert "The grader evaluated your best policy again" not in feedback, sample.student
 
 
+def test_a_td3_that_does_not_learn_is_told_which_function_stops_it(graded, course_root):
+    # the judge trains it again with the course's version of one function at a time (suspects
+    # first): the feedback names the one that makes it learn; a TD3 that learns gets no such line
+    attributed = [s for s in sample_class.SAMPLES if s.assignment == "02-td3" and "test_td3_learns" in s.loses]
+    assert {s.student for s in attributed if s.culprit} == {s.student for s in attributed if not s.blank}
+    for sample in sample_class.SAMPLES:
+        if sample.assignment != "02-td3" or sample.status != "graded":
+            continue
+        page = course_root / "feedback" / sample.student / "02-td3" / "02-td3.html"
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        if sample.culprit:
+            assert f"with the course's {sample.culprit} in place of yours, your TD3 learns (best " in text, sample.student
+        elif not sample.blank:
+            assert "Which of your functions stops your TD3 from learning?" not in text, sample.student
+    # and the class report counts them by function
+    report = (course_root / "grades" / "report.html").read_text()
+    by = {}
+    for sample in attributed:
+        if sample.culprit:
+            by.setdefault(sample.culprit, []).append(sample.student)
+    assert f"of the {sum(map(len, by.values()))} whose learning test failed" in report
+    for name, students in by.items():
+        assert (f"the course's <code>{name}</code> restores learning for {len(students)} "
+                f"({', '.join(sorted(students))})") in report, name
+
+
 def test_grading_again_grades_only_what_changed(graded, course_root):
     run = cli("grade", "--root", COURSE, "--assignment", "03-experiment")
     assert run.returncode == 0, run.stderr[-2000:]
@@ -420,6 +446,10 @@ def test_report_and_a_feedback_page_in_a_real_browser(graded, course_root):
                 assert len(page.images) >= 10
             else:  # the learning test's figure, and the note under a failed one
                 assert len(page.images) == 1, page.images
+            if name == "feedback-bug-actor-ascends":  # which function stops it, as the student sees it
+                assert "with the course's compute_actor_loss in place of yours, your TD3 learns (best" in page.text
+            if name == "report":
+                assert "the course's compute_actor_loss restores learning for 2" in page.text
     failed = html.unescape(re.sub(r"<[^>]+>", "", pages["feedback-bug-actor-ascends"].read_text()))
     assert "What the curve suggests: The curve stays at the level of a random policy" in failed
     passed = html.unescape(re.sub(r"<[^>]+>", "", pages["feedback-td3-solution"].read_text()))

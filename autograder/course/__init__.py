@@ -33,6 +33,9 @@ HANDOUT = REPO / "outputs" / "handout"
 BADGE_CELL_ID = "open-in-colab"
 #: where a course folder keeps what `python -m autograder collect` recorded (people, hand-in times)
 COLLECTED = "collected"
+#: how many times a learning test that failed trains again, with one of the student's functions
+#: replaced by the course's each time, to name the one that stops it (``grade --retrainings``)
+RETRAININGS = 4
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

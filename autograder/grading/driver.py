@@ -28,6 +28,7 @@ from autograder.course import course_root, shown
 from autograder.course.release import ensure_released
 from autograder.grading.submission import (
     BUDGET,
+    RETRAININGS_FILE,
     check_submission,
     course_files,
     grader_version,
@@ -109,7 +110,8 @@ def students(root: Path) -> list[str]:
 
 def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment: str | None = None,
           jobs: int = 2, log=print, progress: bool = False, limits: sandbox.Limits | None = sandbox.Limits(),
-          scheduler: str | None = None, force: bool = False, engine=None, budget: float | None = None) -> list[Result]:
+          scheduler: str | None = None, force: bool = False, engine=None, budget: float | None = None,
+          retrainings: int | None = None) -> list[Result]:
     """Grades the submissions (all, or one student's, or one assignment's); returns the results.
 
     Submissions that cannot be graded (missing, misnamed, unreadable) are found here at
@@ -122,7 +124,10 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     a machine where no sandbox can start is a CourseError. ``engine`` replaces Dask
     (``distribute.engine``) by another (the benchmark's process pool). ``budget``: each
     submission's time budget in seconds, for the kernel, the student's process and the judge
-    together (None: the sum of its assignment's cell time limits plus 120 s).
+    together (None: the sum of its assignment's cell time limits plus 120 s). ``retrainings``:
+    how many times a failed learning test may train again with one of the student's functions
+    replaced by the course's, to name the one that stops it (None: ``course.RETRAININGS``;
+    0: never).
     """
     from autograder.grading import distribute
 
@@ -163,7 +168,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
             except course.CourseError as error:
                 results.append(Result(s, a, FAILED, notes=[str(error)]))
                 continue
-            digests[(s, a)] = submission_digest(root, s, a, files, version, limits if budget is None else (limits, budget))
+            options = limits if budget is None and retrainings is None else (limits, budget, retrainings)
+            digests[(s, a)] = submission_digest(root, s, a, files, version, options)
             before = state.get(f"{s}/{a}")
             if before and before["digest"] == digests[(s, a)]:
                 with _quiet(root / "logs" / f"{s}-{a}.log"):
@@ -195,6 +201,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
                 common = course_files(root, sorted({a for _, a, _ in work}), version)
                 if budget is not None:
                     common = {**common, BUDGET: str(float(budget)).encode()}
+                if retrainings is not None:
+                    common = {**common, RETRAININGS_FILE: str(int(retrainings)).encode()}
                 for s, a, outcome in run(common, work, limits):
                     log_path = root / "logs" / f"{s}-{a}.log"
                     log_path.write_text(inert.text(outcome.get("log", ""), keep="\n\t"))

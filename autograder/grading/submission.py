@@ -289,7 +289,7 @@ def budget_notes(verdicts: dict, budget: float) -> list[str]:
 
 
 def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limits | None, verdicts: Path,
-                deadline: float = 0.0, budget: float = 0.0) -> int:
+                deadline: float = 0.0, budget: float = 0.0, retrainings: int = 0) -> int:
     """Starts the judge (``autograder.isolation.judge``) on the submission's tests, apart from the
     student's code, in a process of its own forked from this one (its imports are done); it
     writes their verdicts. Returns its pid (``judge_failure`` says how it ended)."""
@@ -303,7 +303,8 @@ def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limit
         os.environ.update(NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
         os.chdir(REPOSITORY)
-        outcome = judge.run(source.resolve(), submission.resolve(), limits, deadline=deadline, budget=budget)
+        outcome = judge.run(source.resolve(), submission.resolve(), limits, deadline=deadline, budget=budget,
+                            retrainings=retrainings)
         partial = verdicts.with_suffix(".partial")
         partial.write_text(json.dumps(outcome, indent=1))
         partial.rename(verdicts)  # whole, or not there
@@ -373,7 +374,7 @@ def _write_tree(folder: Path, files: dict[str, bytes]) -> None:
 
 
 def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | None,
-         budget: float | None = None) -> dict:
+         budget: float | None = None, retrainings: int = course.RETRAININGS) -> dict:
     """A worker's part: the tests in the judge, the student's cells in the sandboxed kernel,
     in ``root``, a course folder of the worker's own, within the submission's time budget
     (``budget`` seconds for the kernel, the student's process and the judge together;
@@ -389,7 +390,7 @@ def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | Non
         verdicts_file = Path(scratch) / "verdicts.json"
         # the judge runs the tests while nbgrader's kernel runs the student's cells for the
         # feedback; the test cells get the judge's verdicts once it has ended
-        judge = start_judge(root, student, assignment, limits, verdicts_file, deadline, budget)
+        judge = start_judge(root, student, assignment, limits, verdicts_file, deadline, budget, retrainings)
         try:
             nbgrader = api(root, kernel=sandbox.kernel_settings(limits), verdicts=verdicts_file, judge_pid=judge,
                            deadline=deadline, budget=budget)
@@ -507,6 +508,9 @@ GRADER_VERSION = "grader-version"
 #: the file, among the course's files, that holds the time budget of a submission (s; absent:
 #: each assignment's default_budget)
 BUDGET = "time-budget"
+#: the file, among the course's files, that holds how many times a learning test that failed
+#: may be run again with one of the student's functions replaced by the course's (absent: RETRAININGS)
+RETRAININGS_FILE = "retrainings"
 
 
 class VersionMismatch(RuntimeError):
@@ -575,6 +579,7 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
         argv += ["--trusted"] if limits is None else ["--limits", json.dumps(dataclasses.asdict(limits))]
         budget = float(common.get(BUDGET, b"0") or 0) or default_budget(folder, assignment)
         argv += ["--budget", str(budget)]
+        argv += ["--retrainings", str(int(common.get(RETRAININGS_FILE, str(course.RETRAININGS).encode())))]
         log_file = folder / "grading.log"
         began = time.monotonic()
         code = zygote.run("autograder.grading.submission", argv, log_file, timeout=budget + GRADING_GRACE)
@@ -630,9 +635,10 @@ def main(argv=None):
     parser.add_argument("--trusted", action="store_true")
     parser.add_argument("--limits", default="{}")
     parser.add_argument("--budget", type=float, default=None)
+    parser.add_argument("--retrainings", type=int, default=course.RETRAININGS)
     args = parser.parse_args(argv)
     limits = None if args.trusted else sandbox.Limits(**json.loads(args.limits))
-    outcome = work(args.folder, args.student, args.assignment, limits, args.budget)
+    outcome = work(args.folder, args.student, args.assignment, limits, args.budget, args.retrainings)
     outcome.pop("files")
     (args.folder / "outcome.json").write_text(json.dumps(outcome))
 

@@ -48,6 +48,7 @@ import io
 import json
 import os
 import pickle
+import re
 import select
 import shutil
 import signal
@@ -853,10 +854,108 @@ def judge_cells(source_nb) -> list[tuple[str, str, bool]]:
     return cells
 
 
+def references(source_nb, names: list[str]) -> dict[str, str]:
+    """The instructor's definition of each name the student writes (its ``def`` or ``class``,
+    from the source's solution cells), by name."""
+    found = {}
+    for cell in source_nb.cells:
+        if cell.cell_type == "code" and _meta(cell).get("solution"):
+            with contextlib.suppress(SyntaxError):
+                for node in ast.parse(cell.source).body:
+                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in names:
+                        found[node.name] = ast.get_source_segment(cell.source, node)
+    return found
+
+
+def suspects(source_nb, verdicts: dict, learning: str, candidates: list[str]) -> list[str]:
+    """The order in which to swap the student's functions: first those a failed test's
+    message names, then those a failed test calls, then the others, each in the notebook's order."""
+    failed = {label: v for label, v in verdicts.items()
+              if not label.startswith("_") and label != learning and v.get("error")}
+    texts = {_meta(c).get("grade_id"): c.source for c in source_nb.cells if is_test(c)}
+
+    def called(name):
+        return any(re.search(rf"\b{re.escape(name)}\b", texts.get(label, "")) for label in failed)
+
+    def named(name):
+        return any(re.search(rf"\b{re.escape(name)}\b", str(v["error"][1])) for v in failed.values())
+
+    return sorted(candidates, key=lambda name: (not named(name), not called(name), candidates.index(name)))
+
+
+def attribute(source_nb, submission: Path, cells: list, names: list[str], limits: sandbox.Limits | None,
+              timeout: float, slow: dict, learning: str, verdicts: dict, retrainings: int,
+              budget_deadline: float) -> dict:
+    """When the learning test failed: the learning test run again with one of the student's
+    functions replaced by the instructor's, each in turn (at most ``retrainings``), each in a
+    student's process of its own (the reference's source never enters the process that
+    graded the student's code; from this one only the judge's measurements come back).
+    Returns it as a notebook output: its text (names and figures only) for the feedback, and in
+    its metadata (``attribution``) the function that restored learning, for the class report."""
+    from bbrl_course.checks import LEARNING_THRESHOLD
+
+    reference = references(source_nb, names)
+    order = suspects(source_nb, verdicts, learning, [n for n in names if n in reference])
+    given = [(label, text) for label, text, test in judge_cells(source_nb) if not test]
+    test_text = next(text for label, text, test in judge_cells(source_nb) if label == learning)
+    tried, restored = [], None
+    for name in order[:retrainings]:
+        if time.monotonic() >= budget_deadline - 30:
+            break
+        process = StudentProcess(submission, [*cells, [f"reference {name}", reference[name]]], names, limits,
+                                 cell_timeout=timeout)
+        other = Judge(process, names, timeout, slow)
+        other.budget_deadline = budget_deadline
+        try:
+            for label, text in given:
+                other.run_cell(text, label, False)
+            outcome = other.run_cell(test_text, learning, True)
+        finally:
+            process.stop()
+        best = other.namespace.get("best")
+        best = best if isinstance(best, float) else None
+        error = outcome["error"]
+        if error is None:
+            restored = (name, best)
+            break
+        if error[0] == TIME_LIMIT:
+            what = "it ran out of time"
+        elif error[0] != "AssertionError":
+            # only a built-in exception's name: what this process says may hold the course's code
+            known = isinstance(getattr(builtins, str(error[0]), None), type) and \
+                issubclass(getattr(builtins, str(error[0])), BaseException)
+            what = (f"the training raised {error[0] if known else 'an error'}: your code and the course's version "
+                    "do not fit together, or another of your functions fails")
+        else:
+            what = "it still does not learn" + ("" if best is None else f" (best {best:.0f})")
+        tried.append((name, what))
+    untried = [n for n in order if n not in {t for t, _ in tried} and (restored is None or n != restored[0])]
+    lines = ["Which of your functions stops your TD3 from learning? The grader trained it again with the "
+                 "course's version of one of your functions in place of yours, one at a time (those your failed "
+                 "tests point at first):"]
+    for name, what in tried:
+        lines.append(f"- with the course's {name}: {what};")
+    if restored is not None:
+        name, best = restored
+        figure = "" if best is None else f" (best {best:.0f}, above {LEARNING_THRESHOLD:.0f})"
+        lines.append(f"- with the course's {name} in place of yours, your TD3 learns{figure}.")
+        lines.append(f"So look at your {name} first.")
+    else:
+        lines.append(f"No single swap of the {len(tried)} tried makes your TD3 learn: more than one of your functions "
+                     "may be wrong, or what stops it is elsewhere." + (
+                         f" Not tried (the grader trains again at most {retrainings} times, within the submission's "
+                         f"time budget): {', '.join(untried)}." if untried else ""))
+    info = {"restored_by": None if restored is None else restored[0],
+            "best": None if restored is None else restored[1], "tried": [name for name, _ in tried]}
+    return {"output_type": "display_data", "data": {"text/plain": "\n".join(lines).strip() + "\n"},
+            "metadata": {"attribution": info}}
+
+
 def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: float = 30,
-        slow_timeout: float = 180, deadline: float = 0.0, budget: float = 0.0) -> dict:
+        slow_timeout: float = 180, deadline: float = 0.0, budget: float = 0.0, retrainings: int = 0) -> dict:
     """The verdicts of a submission's tests: {grade_id: {stdout, error, seconds}}, plus
-    "_notes" (what the judge noticed) and "_tampering"."""
+    "_notes" (what the judge noticed) and "_tampering". When a learning test (tag ``slow``)
+    fails, and ``retrainings`` allows, what ``attribute`` finds is added to its output."""
     import torch
 
     torch.set_num_threads(1)
@@ -881,6 +980,14 @@ def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: 
             outcome = judge.run_cell(text, label, test)
             if test:
                 verdicts[label] = outcome
+        student.stop()
+        for label in slow:
+            error = verdicts.get(label, {}).get("error")
+            # not for code left unwritten (its error says so already), a time limit or tampering
+            if retrainings and error and error[0] not in (TIME_LIMIT, TAMPERING, "NotImplementedError") \
+                    and not student.tampering:
+                verdicts[label]["displays"].append(attribute(source_nb, submission, cells, names, limits, timeout,
+                                                             slow, label, verdicts, retrainings, judge.budget_deadline))
     finally:
         os.chdir(here)
         student.stop()
@@ -898,9 +1005,13 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=30)
     parser.add_argument("--slow-timeout", type=float, default=180)
     parser.add_argument("--limits", default="{}", help="the sandbox's limits, as JSON")
+    parser.add_argument("--retrainings", type=int, default=0,
+                        help="when the learning test fails, train again with one of the student's functions replaced "
+                             "by the course's, at most this many times")
     args = parser.parse_args(argv)
     limits = None if args.trusted else sandbox.Limits(**json.loads(args.limits))
-    verdicts = run(args.source.resolve(), args.submission.resolve(), limits, args.timeout, args.slow_timeout)
+    verdicts = run(args.source.resolve(), args.submission.resolve(), limits, args.timeout, args.slow_timeout,
+                   retrainings=args.retrainings)
     args.verdicts.write_text(json.dumps(verdicts, indent=1))
 
 

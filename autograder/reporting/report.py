@@ -76,6 +76,9 @@ class Assignment:
     seconds: dict[str, float]
     learning: dict[str, float | None]  # student -> best return measured by the grader
     threshold: float | None = None
+    #: student -> the function whose course version made their TD3 learn ("" for none found),
+    #: for those whose learning test failed (autograder.isolation.judge.attribute)
+    attribution: dict[str, str] = field(default_factory=dict)
 
 
 def _points(cells) -> list[tuple[str, float, bool]]:
@@ -99,8 +102,9 @@ def _key(message: str) -> str:
 
 
 def _read_autograded(path: Path) -> tuple[dict[str, str], dict | None]:
-    """{test: failure message} and the learning test's figures, from an autograded notebook."""
-    failures, learning = {}, None
+    """{test: failure message} and the learning test's figures (with, under "attribution",
+    what the judge found when it failed), from an autograded notebook."""
+    failures, learning, attribution = {}, None, None
     try:
         notebook = nbformat.read(str(path), as_version=4)
     except Exception:
@@ -115,6 +119,11 @@ def _read_autograded(path: Path) -> tuple[dict[str, str], dict | None]:
             found = output.get("metadata", {}).get("learning_test")
             if isinstance(found, dict):
                 learning = found
+            found = output.get("metadata", {}).get("attribution")
+            if isinstance(found, dict):
+                attribution = found
+    if attribution is not None:  # the learning test failed, with or without a curve
+        learning = {**(learning or {}), "attribution": str(attribution.get("restored_by") or "")}
     return failures, learning
 
 
@@ -137,7 +146,7 @@ def collect(root: Path, name: str) -> Assignment | None:
             state = json.loads(state_file.read_text())
         except ValueError:
             state = {}
-    totals, statuses, seconds, learning, threshold = {}, defaultdict(list), {}, {}, None
+    totals, statuses, seconds, learning, threshold, attribution = {}, defaultdict(list), {}, {}, None, {}
     for row in rows:
         student = row["student"]
         if row["status"] != "graded":
@@ -150,9 +159,11 @@ def collect(root: Path, name: str) -> Assignment | None:
         if f"{student}/{name}" in state:
             seconds[student] = float(state[f"{student}/{name}"].get("seconds") or 0)
         failures, figures = _read_autograded(root / "autograded" / student / name / f"{name}.ipynb")
-        if figures is not None:
+        if figures is not None and "curve" in figures:
             learning[student] = figures.get("best")
             threshold = figures.get("threshold", threshold)
+        if figures is not None and "attribution" in figures:
+            attribution[student] = figures["attribution"]
         for test in tests:
             value = row.get(test.name, "")
             if test.by_hand or value in ("", TO_GRADE):
@@ -164,7 +175,7 @@ def collect(root: Path, name: str) -> Assignment | None:
                 message = failures.get(test.name, "no message (the test's output was lost)")
                 test.messages.setdefault(message, []).append(student)
     total_max = sum(t.points for t in tests)
-    return Assignment(name, rows, tests, totals, total_max, dict(statuses), seconds, learning, threshold)
+    return Assignment(name, rows, tests, totals, total_max, dict(statuses), seconds, learning, threshold, attribution)
 
 
 # --- figures
@@ -296,6 +307,17 @@ def section(a: Assignment) -> str:
         parts.append("<h3>The learning test: best returns across the class</h3>")
         parts.append(_img(learning_returns(a), f"{a.name}: best returns of the learning test"))
         parts.append(f"<p>{len(a.learning)} TD3s trained; at or below the threshold: {_names(below) or 'none'}.</p>")
+    if a.attribution:
+        by = defaultdict(list)
+        for student, name in a.attribution.items():
+            by[name].append(student)
+        found = [f"the course's <code>{_e(name)}</code> restores learning for {len(who)} ({_names(sorted(who))})"
+                 for name, who in sorted(by.items(), key=lambda item: (-len(item[1]), item[0])) if name]
+        if by.get(""):
+            found.append(f"no single swap for {len(by[''])} ({_names(sorted(by['']))})")
+        parts.append(f"<p>Which function stops them (the learning test trained again with one of the student's "
+                     f"functions replaced by the course's at a time): of the {len(a.attribution)} whose learning "
+                     f"test failed, {'; '.join(found)}.</p>")
     penalised = [r for r in a.rows if r.get("status") == "graded" and float(r.get("late_penalty") or 0) > 0]
     if any("late_penalty" in r for r in a.rows):
         parts.append("<h3>Late hand-ins</h3>")

@@ -312,6 +312,16 @@ SAMPLES = [
            loses=("test_update_actor", "test_update_actor_hidden", "test_td3_learns"), culprit="update_actor", edits=[
                Edit("td3-updates", "    td3.t_critic_1(batch, t=0, n_steps=1)\n    actor_loss",
                     "    actor_loss")]),
+    # two wrong functions: neither course version alone makes it learn, the pair does
+    Sample("bug-two-functions", TD3, "the DDPG actor loss without its mean and update_critics's Q-values without gradient",
+           loses=("test_ddpg_functions", "test_update_critics", "test_update_critics_hidden", "test_td3_learns"),
+           culprit="compute_actor_loss and update_critics", edits=[
+               Edit("td3-from-ddpg", "    return -q_values.mean()", "    return -q_values"),
+               Edit("td3-updates",
+                    "    td3.t_critic_1(batch, t=0, n_steps=1)\n    td3.t_critic_2(batch, t=0, n_steps=1)\n"
+                    "    with torch.no_grad():\n",
+                    "    with torch.no_grad():\n        td3.t_critic_1(batch, t=0, n_steps=1)\n"
+                    "        td3.t_critic_2(batch, t=0, n_steps=1)\n")]),
     # --- The experiment: discounted_returns, and the results file handed in with the notebook
     Sample("exp-solution", EXPERIMENT, "the solution, with its results"),
     Sample("exp-blank", EXPERIMENT, "the release, not filled in, no results", blank=True, results=None,

@@ -46,3 +46,16 @@ def test_the_functions_a_failed_test_names_come_first_then_those_it_calls():
     assert set(order[1:3]) == {"compute_critic_loss", "soft_update_params"}
     # the learning test's own message names nothing: without failed unit tests, the notebook's order
     assert judge.suspects(SOURCE, _verdicts(), "test_td3_learns", candidates) == candidates
+
+
+def test_two_functions_named_by_failed_tests_are_tried_alone_then_together():
+    candidates = [n for n in NAMES if n in judge.references(SOURCE, NAMES)]
+    order = judge.swaps(SOURCE, _verdicts(test_ddpg_functions="compute_actor_loss returned shape (5,)",
+                                          test_update_critics="update_critics computed Q_1 without gradient"),
+                        "test_td3_learns", candidates)
+    assert order[:3] == [("compute_actor_loss",), ("update_critics",), ("compute_actor_loss", "update_critics")]
+    assert len(order) == len(candidates) + 1  # every function alone, and the one pair
+    # one named function: no pair
+    order = judge.swaps(SOURCE, _verdicts(test_update_actor="update_actor returned shape (3,)"), "test_td3_learns",
+                        candidates)
+    assert all(len(swap) == 1 for swap in order) and order[0] == ("update_actor",)

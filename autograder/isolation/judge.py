@@ -870,6 +870,11 @@ def references(source_nb, names: list[str]) -> dict[str, str]:
 def suspects(source_nb, verdicts: dict, learning: str, candidates: list[str]) -> list[str]:
     """The order in which to swap the student's functions: first those a failed test's
     message names, then those a failed test calls, then the others, each in the notebook's order."""
+    return [name for _, name in _ranked(source_nb, verdicts, learning, candidates)]
+
+
+def _ranked(source_nb, verdicts: dict, learning: str, candidates: list[str]) -> list[tuple[int, str]]:
+    """(rank, name): 0 named by a failed test's message, 1 called by a failed test, 2 other."""
     failed = {label: v for label, v in verdicts.items()
               if not label.startswith("_") and label != learning and v.get("error")}
     texts = {_meta(c).get("grade_id"): c.source for c in source_nb.cells if is_test(c)}
@@ -880,7 +885,21 @@ def suspects(source_nb, verdicts: dict, learning: str, candidates: list[str]) ->
     def named(name):
         return any(re.search(rf"\b{re.escape(name)}\b", str(v["error"][1])) for v in failed.values())
 
-    return sorted(candidates, key=lambda name: (not named(name), not called(name), candidates.index(name)))
+    ranked = [(0 if named(n) else 1 if called(n) else 2, n) for n in candidates]
+    return sorted(ranked, key=lambda item: (item[0], candidates.index(item[1])))
+
+
+def swaps(source_nb, verdicts: dict, learning: str, candidates: list[str]) -> list[tuple[str, ...]]:
+    """What to try, in order: each function a failed test names, alone; then each pair of them
+    (two wrong functions: neither alone makes it learn); then the other suspects alone."""
+    ranked = _ranked(source_nb, verdicts, learning, candidates)
+    named = [name for rank, name in ranked if rank == 0]
+    pairs = [(a, b) for i, a in enumerate(named) for b in named[i + 1:]]
+    return [(name,) for name in named] + pairs + [(name,) for rank, name in ranked if rank > 0]
+
+
+def _both(names: tuple[str, ...]) -> str:
+    return " and ".join(names)
 
 
 def attribute(source_nb, submission: Path, cells: list, names: list[str], limits: sandbox.Limits | None,
@@ -895,15 +914,15 @@ def attribute(source_nb, submission: Path, cells: list, names: list[str], limits
     from bbrl_course.checks import LEARNING_THRESHOLD
 
     reference = references(source_nb, names)
-    order = suspects(source_nb, verdicts, learning, [n for n in names if n in reference])
+    order = swaps(source_nb, verdicts, learning, [n for n in names if n in reference])
     given = [(label, text) for label, text, test in judge_cells(source_nb) if not test]
     test_text = next(text for label, text, test in judge_cells(source_nb) if label == learning)
     tried, restored = [], None
-    for name in order[:retrainings]:
+    for swap in order[:retrainings]:
         if time.monotonic() >= budget_deadline - 30:
             break
-        process = StudentProcess(submission, [*cells, [f"reference {name}", reference[name]]], names, limits,
-                                 cell_timeout=timeout)
+        process = StudentProcess(submission, [*cells, *([f"reference {n}", reference[n]] for n in swap)], names,
+                                 limits, cell_timeout=timeout)
         other = Judge(process, names, timeout, slow)
         other.budget_deadline = budget_deadline
         try:
@@ -916,7 +935,7 @@ def attribute(source_nb, submission: Path, cells: list, names: list[str], limits
         best = best if isinstance(best, float) else None
         error = outcome["error"]
         if error is None:
-            restored = (name, best)
+            restored = (swap, best)
             break
         if error[0] == TIME_LIMIT:
             what = "it ran out of time"
@@ -928,25 +947,26 @@ def attribute(source_nb, submission: Path, cells: list, names: list[str], limits
                     "do not fit together, or another of your functions fails")
         else:
             what = "it still does not learn" + ("" if best is None else f" (best {best:.0f})")
-        tried.append((name, what))
-    untried = [n for n in order if n not in {t for t, _ in tried} and (restored is None or n != restored[0])]
+        tried.append((swap, what))
+    untried = [_both(w) for w in order if w not in {t for t, _ in tried} and (restored is None or w != restored[0])]
     lines = ["Which of your functions stops your TD3 from learning? The grader trained it again with the "
-                 "course's version of one of your functions in place of yours, one at a time (those your failed "
-                 "tests point at first):"]
-    for name, what in tried:
-        lines.append(f"- with the course's {name}: {what};")
+                 "course's version of one of your functions (or of two) in place of yours, one swap at a time "
+                 "(those your failed tests point at first):"]
+    for swap, what in tried:
+        lines.append(f"- with the course's {_both(swap)}: {what};")
     if restored is not None:
-        name, best = restored
+        swap, best = restored
         figure = "" if best is None else f" (best {best:.0f}, above {LEARNING_THRESHOLD:.0f})"
-        lines.append(f"- with the course's {name} in place of yours, your TD3 learns{figure}.")
-        lines.append(f"So look at your {name} first.")
+        lines.append(f"- with the course's {_both(swap)} in place of yours, your TD3 learns{figure}.")
+        lines.append(f"So look at your {_both(swap)} first" + (
+            ": both are wrong (neither alone makes it learn)." if len(swap) > 1 else "."))
     else:
-        lines.append(f"No single swap of the {len(tried)} tried makes your TD3 learn: more than one of your functions "
+        lines.append(f"None of the {len(tried)} swaps tried makes your TD3 learn: more than one of your functions "
                      "may be wrong, or what stops it is elsewhere." + (
                          f" Not tried (the grader trains again at most {retrainings} times, within the submission's "
                          f"time budget): {', '.join(untried)}." if untried else ""))
-    info = {"restored_by": None if restored is None else restored[0],
-            "best": None if restored is None else restored[1], "tried": [name for name, _ in tried]}
+    info = {"restored_by": None if restored is None else _both(restored[0]),
+            "best": None if restored is None else restored[1], "tried": [_both(swap) for swap, _ in tried]}
     return {"output_type": "display_data", "data": {"text/plain": "\n".join(lines).strip() + "\n"},
             "metadata": {"attribution": info}}
 

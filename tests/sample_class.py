@@ -322,6 +322,24 @@ SAMPLES = [
                     "    with torch.no_grad():\n",
                     "    with torch.no_grad():\n        td3.t_critic_1(batch, t=0, n_steps=1)\n"
                     "        td3.t_critic_2(batch, t=0, n_steps=1)\n")]),
+    # a wrong update_critics, and a run_td3 that looks for the course's version of it when the
+    # grader swaps it in (to name the culprit): it prints its code's names and raises them. Neither
+    # may reach the feedback: from that process only a built-in exception's name comes back
+    Sample("probe-attribution-leak", TD3, "update_critics without gradient; run_td3 prints and raises what it finds "
+           "of the course's update_critics", loses=("test_update_critics", "test_update_critics_hidden", "test_td3_learns"),
+           edits=[
+               Edit("td3-updates",
+                    "    td3.t_critic_1(batch, t=0, n_steps=1)\n    td3.t_critic_2(batch, t=0, n_steps=1)\n"
+                    "    with torch.no_grad():\n",
+                    "    with torch.no_grad():\n        td3.t_critic_1(batch, t=0, n_steps=1)\n"
+                    "        td3.t_critic_2(batch, t=0, n_steps=1)\n"),
+               Edit("td3-run",
+                    '    """Trains TD3: the critics at every step, the actor and the targets every policy_delay steps."""\n',
+                    '    """Trains TD3: the critics at every step, the actor and the targets every policy_delay steps."""\n'
+                    "    _code = update_critics.__code__\n"
+                    "    print('probe attribution: found', _code.co_filename, ' '.join(_code.co_names))\n"
+                    "    if 'reference' in _code.co_filename:\n"
+                    "        raise ValueError('probe attribution: leaked ' + _code.co_filename + ' ' + ' '.join(_code.co_names))\n")]),
     # --- The experiment: discounted_returns, and the results file handed in with the notebook
     Sample("exp-solution", EXPERIMENT, "the solution, with its results"),
     Sample("exp-blank", EXPERIMENT, "the release, not filled in, no results", blank=True, results=None,

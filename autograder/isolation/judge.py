@@ -937,14 +937,17 @@ def attribute(source_nb, submission: Path, cells: list, names: list[str], limits
         if error is None:
             restored = (swap, best)
             break
+        # the test's own `checking` says "run_td3 raised ValueError: ..." (the rest is the process's)
+        raised = re.match(r"([\w.]+) raised (\w+): ", str(error[1] or "")) if error[0] == "AssertionError" else None
+        ename = raised.group(2) if raised else str(error[0])
         if error[0] == TIME_LIMIT:
             what = "it ran out of time"
-        elif error[0] != "AssertionError":
+        elif ename != "AssertionError":
             # only a built-in exception's name: what this process says may hold the course's code
-            known = isinstance(getattr(builtins, str(error[0]), None), type) and \
-                issubclass(getattr(builtins, str(error[0])), BaseException)
-            what = (f"the training raised {error[0] if known else 'an error'}: your code and the course's version "
-                    "do not fit together, or another of your functions fails")
+            known = isinstance(getattr(builtins, ename, None), type) and issubclass(getattr(builtins, ename),
+                                                                                   BaseException)
+            what = (f"the training raised {ename if known else 'an error'}" + (f" in {raised.group(1)}" if raised else "")
+                    + ": your code and the course's version do not fit together, or another of your functions fails")
         else:
             what = "it still does not learn" + ("" if best is None else f" (best {best:.0f})")
         tried.append((swap, what))
@@ -1004,7 +1007,8 @@ def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: 
         for label in slow:
             error = verdicts.get(label, {}).get("error")
             # not for code left unwritten (its error says so already), a time limit or tampering
-            if retrainings and error and error[0] not in (TIME_LIMIT, TAMPERING, "NotImplementedError") \
+            unwritten = error and (error[0] == "NotImplementedError" or "is not written yet:" in str(error[1]))
+            if retrainings and error and error[0] not in (TIME_LIMIT, TAMPERING) and not unwritten \
                     and not student.tampering:
                 verdicts[label]["displays"].append(attribute(source_nb, submission, cells, names, limits, timeout,
                                                              slow, label, verdicts, retrainings, judge.budget_deadline))

@@ -26,6 +26,7 @@ COMMANDS = {
     "collect": "bring a Moodle or Canvas download of all submissions into submitted/<student>/<assignment>/",
     "export": "write the grades and feedback of an assignment for upload to Moodle or Canvas",
     "audit": "grade mutants of the solutions (plausible bugs) with the tests: which ones the tests miss",
+    "portal": "the submission portal's students: print each one's sign-in link (tokens), or revoke one",
 }
 
 GRADE_EPILOG = """\
@@ -87,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     formgrader.add_argument("--port", type=int, default=8888, help="the port on 127.0.0.1 (default %(default)s)")
     _audit_arguments(commands.choices["audit"])
     _lms_arguments(commands.choices["collect"], commands.choices["export"])
+    _portal_arguments(commands.choices["portal"])
     return main
 
 
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
     try:
         return {"release": release, "publish": publish, "handout": handout, "grade": grade, "report": report,
                 "formgrader": formgrader, "audit": audit, "collect": collect,
-                "export": export}[args.command](args)
+                "export": export, "portal": portal}[args.command](args)
     except CourseError as error:
         from autograder.isolation import inert
 
@@ -293,4 +295,69 @@ def export(args) -> int:
     root = course_root(args.root)
     for line in lms_export.export(root, args.lms, args.assignment, partial=args.partial, column=args.column):
         print(line)
+    return 0
+
+
+PORTAL_EPILOG = """\
+Each student signs in to the portal with a link of their own, made from a token that only
+its SHA-256 is kept of (in ROOT/portal/portal.sqlite): a link is printed once, when it is
+made. Send each student theirs. A student who holds a token gets no new one until it is
+revoked.
+
+examples:
+  python -m autograder portal tokens --root ~/rl --roster roster.csv --url https://grader.example.org/rl
+  python -m autograder portal revoke ada-lovelace --root ~/rl     then tokens again: a new link for her
+"""
+
+
+def _portal_arguments(portal_parser: argparse.ArgumentParser) -> None:
+    portal_parser.epilog, portal_parser.formatter_class = PORTAL_EPILOG, argparse.RawDescriptionHelpFormatter
+    verbs = portal_parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    tokens = verbs.add_parser("tokens", help="make a token for each student of the roster who has none, "
+                                             "and print their sign-in links (once)")
+    tokens.add_argument("--roster", type=Path,
+                        help="a CSV of the class: id,name,email,lms_id (default: ROOT/collected/people.csv)")
+    tokens.add_argument("--url", default="http://127.0.0.1:8000",
+                        help="the portal's address as students reach it (default %(default)s)")
+    revoke = verbs.add_parser("revoke", help="revoke a student's token: their link stops working")
+    revoke.add_argument("student", metavar="STUDENT", help="the student's id (the roster's)")
+    for verb in (tokens, revoke):
+        _root_argument(verb)
+
+
+def portal(args) -> int:
+    import time
+
+    from autograder.course import COLLECTED
+    from autograder.isolation import inert
+    from autograder.lms.collect import PEOPLE, read_people
+    from autograder.portal.store import Store
+
+    root = course_root(args.root)
+    if args.verb == "revoke":
+        db = Store.of(root)
+        had = db.revoke(args.student)
+        print(f"revoked {args.student}'s token: their link no longer signs in" if had
+              else f"{args.student} held no token: nothing to revoke")
+        return 0
+    roster = args.roster or root / COLLECTED / PEOPLE
+    if not Path(roster).exists():
+        raise CourseError(f"no roster: give --roster a CSV of the class (id,name,email,lms_id), or collect a "
+                          f"download first (it writes {shown(root / COLLECTED / PEOPLE)})")
+    people = read_people(Path(roster))
+    db = Store.of(root)
+    db.add_students([(p.id, p.name) for p in people])
+    base = args.url.rstrip("/")
+    held = 0
+    for person in people:
+        token = db.issue_token(person.id, now=time.time())
+        if token is None:
+            held += 1
+        else:
+            print(inert.text(f"{person.id}  {base}/signin/{token}  {person.name} <{person.email}>"))
+    if held:
+        print(f"{held} students already hold a token (its link was printed when it was made): "
+              "python -m autograder portal revoke STUDENT, then tokens again, gives one a new link")
+    if held < len(people):
+        print(f"{len(people) - held} links above, each shown only now: send each student theirs")
     return 0

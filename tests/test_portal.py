@@ -1,0 +1,257 @@
+"""The submission portal's state (autograder/portal/store.py) and its token commands. Fast:
+no grading, no server; two connections stand for two threads or processes."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import sqlite3
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from autograder.course import CourseError
+from autograder.portal import store
+from autograder.portal.store import FAILED, GRADED, GRADING, QUEUED, RECEIVED, Limit, RateLimited, Store
+
+REPO = Path(__file__).resolve().parent.parent
+LOOSE = Limit(count=1000, window=3600)
+
+
+@pytest.fixture
+def db(tmp_path):
+    s = Store.of(tmp_path, run="first")
+    s.add_students([("alice", "Alice A"), ("bob", "Bob B")])
+    yield s
+    s.close()
+
+
+def _queued(s: Store, n: int, now: float = 100.0) -> list[int]:
+    ids = []
+    for i in range(n):
+        sid = s.receive(f"student{i}", "01-ddpg", now, LOOSE)
+        s.queue(sid, now)
+        ids.append(sid)
+    return ids
+
+
+def _claim_all(path: str, run: str, out) -> None:
+    s = Store(Path(path), run=run)
+    mine = []
+    while True:
+        got = s.claim(now=200.0, limit=1)
+        if not got:
+            break
+        mine += [g.id for g in got]
+    out.put(mine)
+
+
+def test_two_processes_never_claim_the_same_submission(tmp_path):
+    s = Store.of(tmp_path, run="setup")
+    s.add_students([(f"student{i}", "") for i in range(120)])
+    ids = _queued(s, 120)
+    out = multiprocessing.get_context("spawn").Queue()
+    workers = [multiprocessing.get_context("spawn").Process(target=_claim_all, args=(str(s.path), f"run{k}", out))
+               for k in range(3)]
+    for w in workers:
+        w.start()
+    claimed = [out.get(timeout=60) for _ in workers]
+    for w in workers:
+        w.join(timeout=30)
+    together = [i for c in claimed for i in c]
+    assert sorted(together) == ids  # every one claimed, none twice
+    assert all(s.get(i).attempts == 1 and s.get(i).state == GRADING for i in ids)
+    assert {s.get(i).run for i in ids} <= {"run0", "run1", "run2"}
+
+
+def test_a_claim_waits_for_another_claimers_transaction_and_does_not_take_its_submission(tmp_path, db):
+    """Deterministic: another connection is between reading a queued submission and marking
+    it claimed; a claim now must wait (not read the old state), then find nothing."""
+    (sid,) = _queued_for(db, "alice")
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE submissions SET state = 'grading', run = 'other' WHERE id = ?", (sid,))
+    got = []
+    claimer = threading.Thread(target=lambda: got.append(db.claim(now=110)))
+    claimer.start()
+    claimer.join(timeout=0.5)
+    assert claimer.is_alive() and got == []  # waiting for the write lock
+    other.execute("COMMIT")
+    claimer.join(timeout=30)
+    assert got == [[]]
+    assert db.get(sid).run == "other" and db.get(sid).attempts == 0
+
+
+def test_a_claim_is_exclusive_and_only_its_holder_records_the_result(tmp_path, db):
+    (sid,) = _queued_for(db, "alice")
+    other = Store.of(tmp_path, run="second")  # a second connection, another run
+    assert [c.id for c in db.claim(now=110)] == [sid]
+    assert other.claim(now=111) == []  # already taken
+    assert other.finish(sid, now=120, result={"score": 1}) is False  # not its claim: refused, nothing changed
+    assert db.get(sid).state == GRADING
+    assert db.finish(sid, now=121, result={"score": 9}) is True
+    assert db.finish(sid, now=122, result={"score": 7}) is False  # recorded once
+    assert db.get(sid).result == {"score": 9} and db.get(sid).state == GRADED
+    assert [e for e, _ in db.events(sid)] == [RECEIVED, QUEUED, GRADING, GRADED]
+
+
+def _queued_for(s: Store, student: str, now: float = 100.0, assignment: str = "01-ddpg") -> list[int]:
+    sid = s.receive(student, assignment, now, LOOSE)
+    s.queue(sid, now)
+    return [sid]
+
+
+def test_one_submission_per_student_and_assignment_is_graded_at_a_time(db):
+    first = _queued_for(db, "alice", 100)[0]
+    second = _queued_for(db, "alice", 101)[0]
+    other = _queued_for(db, "alice", 102, assignment="02-td3")[0]
+    bob = _queued_for(db, "bob", 103)[0]
+    assert [c.id for c in db.claim(now=110)] == [first, other, bob]
+    assert db.position(second) == 0
+    assert db.claim(now=111) == []  # alice's 01-ddpg is still being graded
+    db.finish(first, now=112, result={})
+    assert [c.id for c in db.claim(now=113)] == [second]
+
+
+def test_a_crash_between_claim_and_result_queues_it_again_and_it_is_graded_once(tmp_path, db):
+    (sid,) = _queued_for(db, "alice")
+    db.claim(now=110)
+    db.close()  # the server dies: no result
+    restarted = Store.of(tmp_path, run="second")
+    assert [s.id for s in restarted.recover(now=130)] == [sid]
+    assert restarted.get(sid).state == QUEUED and restarted.get(sid).run is None
+    assert [c.id for c in restarted.claim(now=131)] == [sid]
+    assert restarted.get(sid).attempts == 2
+    late = Store.of(tmp_path, run="first")  # the dead run's result arrives after all
+    assert late.finish(sid, now=140, result={"score": 1}) is False
+    assert restarted.finish(sid, now=141, result={"score": 2}) is True
+    assert restarted.recover(now=150) == []  # nothing left to recover
+    states = [e for e, _ in restarted.events(sid)]
+    assert states == [RECEIVED, QUEUED, GRADING, QUEUED, GRADING, GRADED]
+    assert restarted.get(sid).result == {"score": 2}
+
+
+def test_a_submission_whose_grading_crashes_the_portal_every_time_is_failed(tmp_path, db):
+    (sid,) = _queued_for(db, "alice")
+    for k in range(store.MAX_ATTEMPTS):
+        run = Store.of(tmp_path, run=f"run{k}")
+        run.recover(now=120 + k)
+        assert [c.id for c in run.claim(now=121 + k)] == [sid]
+    last = Store.of(tmp_path, run="last")
+    last.recover(now=200)
+    assert last.get(sid).state == FAILED
+    assert "stopped 3 times" in last.get(sid).reason
+
+
+def test_an_upload_cut_by_a_crash_fails_and_does_not_count(tmp_path, db):
+    done = db.receive("alice", "01-ddpg", 100, Limit(2, 3600))
+    cut = db.receive("alice", "01-ddpg", 101, Limit(2, 3600))
+    restarted = Store.of(tmp_path, run="second")
+    restarted.recover(now=110, complete=lambda i: i == done)
+    assert restarted.get(done).state == QUEUED
+    assert restarted.get(cut).state == FAILED and "hand in again" in restarted.get(cut).reason
+    # the cut one does not count: a second hand-in is allowed
+    assert restarted.next_allowed("alice", "01-ddpg", 111, Limit(2, 3600)) is None
+
+
+def test_the_rate_limit_says_when_the_next_hand_in_is_allowed(db):
+    limit = Limit(count=2, window=3600)
+    db.receive("alice", "01-ddpg", 0, limit)
+    db.receive("alice", "01-ddpg", 10, limit)
+    with pytest.raises(RateLimited) as refused:
+        db.receive("alice", "01-ddpg", 20, limit)
+    assert refused.value.next_allowed == 3600  # the older of the two leaves the window
+    assert db.next_allowed("alice", "01-ddpg", 20, limit) == 3600
+    db.receive("alice", "02-td3", 20, limit)  # another assignment: its own count
+    db.receive("bob", "01-ddpg", 20, limit)  # another student: theirs
+    db.receive("alice", "01-ddpg", 3601, limit)
+    with pytest.raises(RateLimited) as refused:
+        db.receive("alice", "01-ddpg", 3602, limit)
+    assert refused.value.next_allowed == 3610
+    assert len([s for s in db.submissions("alice") if s.assignment == "01-ddpg"]) == 3  # the refused are not recorded
+
+
+def test_tokens_are_stored_hashed_never_in_clear(tmp_path, db):
+    token = db.issue_token("alice", now=1)
+    student, _, secret = token.rpartition(".")
+    assert student == "alice" and len(secret) >= 40
+    assert db.authenticate(token) == "alice"
+    db.close()
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "portal").iterdir())
+    assert secret.encode() not in stored
+    assert hashlib.sha256(secret.encode()).hexdigest().encode() in stored
+    hashes = [r[0] for r in sqlite3.connect(tmp_path / store.DATABASE).execute("SELECT token_hash FROM students")]
+    assert secret not in hashes and token not in hashes
+
+
+def test_a_token_is_checked_in_constant_time(monkeypatch, db):
+    token = db.issue_token("alice", now=1)
+    calls = []
+    real = store.hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(store.hmac, "compare_digest", spy)
+    assert db.authenticate(token) == "alice"
+    assert db.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert db.authenticate("bob." + token.rpartition(".")[2]) is None  # bob has no token
+    assert db.authenticate("nobody.x") is None and db.authenticate("") is None
+    assert len(calls) == 5  # every check, even of an unknown student, compares
+
+
+def test_revoking_a_token_and_issuing_another(db):
+    token = db.issue_token("alice", now=1)
+    assert db.issue_token("alice", now=2) is None  # one at a time: it cannot be shown again
+    assert db.revoke("alice") is True
+    assert db.authenticate(token) is None
+    assert db.revoke("alice") is False
+    new = db.issue_token("alice", now=3)
+    assert new != token and db.authenticate(new) == "alice" and db.authenticate(token) is None
+    with pytest.raises(CourseError, match="no student 'carol'"):
+        db.revoke("carol")
+
+
+def test_a_student_sees_only_their_own_submissions(db):
+    (sid,) = _queued_for(db, "alice")
+    assert db.of_student("alice", sid).id == sid
+    assert db.of_student("bob", sid) is None
+
+
+def test_tokens_and_revoke_from_the_command_line(tmp_path, capsys):
+    from autograder.cli import main
+
+    def _cli(*args) -> subprocess.CompletedProcess:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    roster = tmp_path / "roster.csv"
+    roster.write_text("id,name,email,lms_id\nalice,Alice A,a@x,\nbob,Bob B,b@x,\n")
+    (tmp_path / "submitted").mkdir()
+    first = _cli("portal", "tokens", "--root", str(tmp_path), "--roster", str(roster),
+                 "--url", "https://grader.example.org/rl")
+    assert first.returncode == 0, first.stderr
+    links = {line.split()[0]: line.split()[1] for line in first.stdout.splitlines() if "https://" in line}
+    assert set(links) == {"alice", "bob"}
+    assert links["alice"].startswith("https://grader.example.org/rl/signin/alice.")
+    check = Store.of(tmp_path)
+    assert check.authenticate(links["alice"].rpartition("/")[2]) == "alice"
+    again = _cli("portal", "tokens", "--root", str(tmp_path), "--roster", str(roster))
+    assert again.returncode == 0 and "https://" not in again.stdout and "http://" not in again.stdout
+    assert "2 students already hold a token" in again.stdout
+    revoked = _cli("portal", "revoke", "bob", "--root", str(tmp_path))
+    assert revoked.returncode == 0 and "revoked bob's token" in revoked.stdout
+    assert check.authenticate(links["bob"].rpartition("/")[2]) is None
+    reissued = _cli("portal", "tokens", "--root", str(tmp_path), "--roster", str(roster))
+    assert [line.split()[0] for line in reissued.stdout.splitlines() if "http://" in line] == ["bob"]
+    unknown = _cli("portal", "revoke", "carol", "--root", str(tmp_path))
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: no student 'carol'")
+    assert "Traceback" not in unknown.stderr and len(unknown.stderr.splitlines()) == 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text("who,name\nalice,A\n")
+    refused = _cli("portal", "tokens", "--root", str(tmp_path), "--roster", str(bad))
+    assert refused.returncode == 1 and "no column id" in refused.stderr and "Traceback" not in refused.stderr

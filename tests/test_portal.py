@@ -3,11 +3,14 @@ no grading, no server; two connections stand for two threads or processes."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import multiprocessing
+import re
 import sqlite3
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -255,3 +258,132 @@ def test_tokens_and_revoke_from_the_command_line(tmp_path, capsys):
     bad.write_text("who,name\nalice,A\n")
     refused = _cli("portal", "tokens", "--root", str(tmp_path), "--roster", str(bad))
     assert refused.returncode == 1 and "no column id" in refused.stderr and "Traceback" not in refused.stderr
+
+
+# -- the server: each refusal exact ----------------------------------------------------
+
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import urllib.parse  # noqa: E402
+
+from tornado.testing import AsyncHTTPTestCase  # noqa: E402
+
+from autograder.portal.server import Portal  # noqa: E402
+
+
+def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[str, bytes]:
+    boundary = "----portal-test-boundary"
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, data) in files.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                     f'Content-Type: application/octet-stream\r\n\r\n'.encode() + data + b"\r\n")
+    return f"multipart/form-data; boundary={boundary}", b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+class TestServer(AsyncHTTPTestCase):
+    def setUp(self):
+        self.root = Path(tempfile.mkdtemp(prefix="portal-"))
+        self.portal = Portal(self.root, Limit(count=2, window=3600), max_upload=4096, names=["01-ddpg", "02-td3"])
+        db = self.portal.store()
+        db.add_students([("alice", "Alice"), ("bob", "Bob")])
+        self.tokens = {s: db.issue_token(s, now=time.time()) for s in ("alice", "bob")}
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def get_app(self):
+        return self.portal.application()
+
+    def session(self, student: str) -> dict[str, str]:
+        """Signs in with the link; the cookies and the form's XSRF value of the student's page."""
+        signed = self.fetch(f"/signin/{self.tokens[student]}", follow_redirects=False)
+        assert signed.code == 302, signed.code
+        cookies = _cookies(signed)
+        home = self.fetch("/", headers={"Cookie": _cookie_header(cookies)})
+        assert home.code == 200
+        cookies.update(_cookies(home))
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', home.body.decode()).group(1)
+        return {"cookie": _cookie_header(cookies), "xsrf": xsrf}
+
+    def hand_in(self, session: dict | None, assignment="01-ddpg", data=b'{"cells": []}', filename="nb.ipynb",
+                xsrf: str | None = "right"):
+        fields = {} if xsrf is None else {"_xsrf": session["xsrf"] if xsrf == "right" else xsrf}
+        kind, body = _multipart(fields, {"notebook": (filename, data)})
+        headers = {"Content-Type": kind}
+        if session:
+            headers["Cookie"] = session["cookie"]
+        return self.fetch(f"/submit/{assignment}", method="POST", body=body, headers=headers,
+                          follow_redirects=False, raise_error=False)
+
+    def test_without_a_session_everything_is_403(self):
+        assert self.fetch("/").code == 403
+        assert self.fetch("/submissions/1").code == 403
+        assert self.hand_in(None, xsrf="x").code == 403
+        assert self.fetch("/signin/alice.not-her-token", follow_redirects=False).code == 403
+        assert self.portal.store().submissions() == []
+
+    def test_a_hand_in_is_stored_under_the_assignments_name_and_queued(self):
+        alice = self.session("alice")
+        sent = self.hand_in(alice, filename="../../../etc/evil.ipynb")
+        assert sent.code == 302, sent.body
+        (found,) = self.portal.store().submissions("alice")
+        assert sent.headers["Location"] == f"/submissions/{found.id}" and found.state == QUEUED
+        assert sorted(p.name for p in (self.root / "portal" / "uploads").iterdir()) == [str(found.id)]
+        assert [p.name for p in (self.root / "portal" / "uploads" / str(found.id)).iterdir()] == ["01-ddpg.ipynb"]
+        assert not (self.root / "etc").exists()
+        page = self.fetch(sent.headers["Location"], headers={"Cookie": alice["cookie"]})
+        assert page.code == 200 and b"queued (0 ahead in the queue)" in page.body
+        assert "script-src 'none'" in page.headers["Content-Security-Policy"]
+
+    def test_another_students_submission_is_404(self):
+        sent = self.hand_in(self.session("alice"))
+        where = sent.headers["Location"]
+        assert self.fetch(where, headers={"Cookie": self.session("bob")["cookie"]}).code == 404
+        assert self.fetch("/submissions/999", headers={"Cookie": self.session("bob")["cookie"]}).code == 404
+
+    def test_a_post_without_the_xsrf_field_or_with_another_is_403(self):
+        alice = self.session("alice")
+        assert self.hand_in(alice, xsrf=None).code == 403
+        assert self.hand_in(alice, xsrf=self.session("bob")["xsrf"]).code == 403  # bob's, for his own cookie
+        assert self.hand_in(alice, xsrf="2|00000000|" + "0" * 32 + "|1").code == 403
+        assert self.portal.store().submissions() == []
+
+    def test_an_upload_over_the_limit_is_413_and_not_recorded(self):
+        alice = self.session("alice")
+        assert self.hand_in(alice, data=b"x" * 5000).code == 413
+        assert self.portal.store().submissions() == []
+        assert self.hand_in(alice, data=b"x" * 3000).code == 302  # under the limit, with the form around it
+
+    def test_the_rate_limit_is_429_with_the_next_allowed_time(self):
+        alice = self.session("alice")
+        assert [self.hand_in(alice).code for _ in range(2)] == [302, 302]
+        refused = self.hand_in(alice)
+        assert refused.code == 429
+        first = self.portal.store().submissions("alice")[0].received_at
+        allowed = datetime.datetime.fromtimestamp(first + 3600).isoformat(sep=" ", timespec="minutes")
+        assert f"The next hand-in is allowed at {allowed}.".encode() in refused.body
+        assert len(self.portal.store().submissions("alice")) == 2
+        assert self.hand_in(alice, assignment="02-td3").code == 302
+
+    def test_an_unknown_assignment_is_404_and_a_revoked_token_ends_the_session(self):
+        alice = self.session("alice")
+        assert self.hand_in(alice, assignment="04-sac").code == 404
+        self.portal.store().revoke("alice")
+        assert self.fetch("/", headers={"Cookie": alice["cookie"]}).code == 403
+        assert self.fetch(f"/signin/{self.tokens['alice']}", follow_redirects=False).code == 403
+
+
+def _cookies(response) -> dict[str, str]:
+    found = {}
+    for header in response.headers.get_list("Set-Cookie"):
+        name, _, rest = header.partition("=")
+        found[name] = rest.split(";")[0]
+    return found
+
+
+def _cookie_header(cookies: dict[str, str]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())

@@ -212,6 +212,30 @@ class Store:
         matches = hmac.compare_digest(_hash(secret), stored or _STAND_IN)
         return student if matches and stored is not None and secret else None
 
+    def sign_in(self, token: str) -> tuple[str | None, float | None]:
+        """(student, when their token was issued) for a valid token; (None, None) otherwise.
+        A session records the issue time: revoking or issuing anew ends it."""
+        student = self.authenticate(token)
+        if student is None:
+            return None, None
+        return student, self.db.execute("SELECT token_issued FROM students WHERE id = ?", (student,)).fetchone()[0]
+
+    def session_valid(self, student: str, issued: str) -> bool:
+        """Whether a session of ``student`` made from the token issued at ``issued`` still holds."""
+        row = self.db.execute("SELECT token_issued FROM students WHERE id = ? AND token_hash IS NOT NULL",
+                              (student,)).fetchone()
+        return row is not None and repr(row[0]) == issued
+
+    def secret(self, key: str, make) -> str:
+        """A server secret kept in the database (made once by ``make()``)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return row[0]
+            value = make()
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+        return value
+
     # -- submissions --------------------------------------------------------------------
 
     def next_allowed(self, student: str, assignment: str, now: float, limit: Limit) -> float | None:

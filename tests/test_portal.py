@@ -358,6 +358,20 @@ class TestServer(AsyncHTTPTestCase):
         assert self.portal.store().submissions() == []
         assert self.hand_in(alice, data=b"x" * 3000).code == 302  # under the limit, with the form around it
 
+    def test_a_chunked_upload_over_the_limit_is_413_as_it_arrives(self):
+        alice = self.session("alice")
+        kind, body = _multipart({"_xsrf": alice["xsrf"]}, {"notebook": ("nb.ipynb", b"x" * 5000)})
+
+        async def chunks(write):  # no Content-Length: the size is known only as the bytes come
+            for start in range(0, len(body), 1000):
+                await write(body[start:start + 1000])
+
+        refused = self.fetch("/submit/01-ddpg", method="POST", body_producer=chunks, raise_error=False,
+                             headers={"Content-Type": kind, "Cookie": alice["cookie"]}, follow_redirects=False)
+        assert "Content-Length" not in refused.request.headers
+        assert refused.code == 413
+        assert self.portal.store().submissions() == []
+
     def test_the_rate_limit_is_429_with_the_next_allowed_time(self):
         alice = self.session("alice")
         assert [self.hand_in(alice).code for _ in range(2)] == [302, 302]

@@ -110,7 +110,7 @@ class Submit(Base):
         self.received = bytearray()
         length = self.request.headers.get("Content-Length")
         if length is not None and (not length.isdigit() or int(length) > self.portal.max_upload):
-            raise tornado.web.HTTPError(413, f"a hand-in is at most {self.portal.max_upload // 2**20} MB")
+            raise self.too_big()
         self.student()  # no session: 403 before the body is read
 
     #: whether the form is parsed: Tornado checks XSRF before prepare(), when a streamed
@@ -122,12 +122,19 @@ class Submit(Base):
             super().check_xsrf_cookie()
 
     def data_received(self, chunk: bytes):
-        self.received += chunk
-        if len(self.received) > self.portal.max_upload:
-            raise tornado.web.HTTPError(413, f"a hand-in is at most {self.portal.max_upload // 2**20} MB")
+        # an error raised here would only close the connection: the rest is counted, not
+        # kept (HTTPServer's max_body_size bounds it), and post() answers 413
+        self.size = getattr(self, "size", 0) + len(chunk)
+        if self.size <= self.portal.max_upload:
+            self.received += chunk
+
+    def too_big(self) -> tornado.web.HTTPError:
+        return tornado.web.HTTPError(413, f"a hand-in is at most {self.portal.max_upload / 2**20:g} MB")
 
     def post(self, assignment: str):
         student = self.student()
+        if getattr(self, "size", 0) > self.portal.max_upload:
+            raise self.too_big()
         arguments, files = {}, {}
         httputil.parse_body_arguments(self.request.headers.get("Content-Type", ""), bytes(self.received),
                                       arguments, files)

@@ -401,3 +401,102 @@ def _cookies(response) -> dict[str, str]:
 
 def _cookie_header(cookies: dict[str, str]) -> str:
     return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
+# -- the dispatcher, with a stand-in for the driver ---------------------------------------
+
+from autograder.portal.dispatch import Dispatcher  # noqa: E402
+from autograder.reporting.results import GRADED as RESULT_GRADED, Result  # noqa: E402
+
+
+class StandIn:
+    """The driver's grade(): records what it was asked, writes a feedback page, scores the
+    notebook by its content."""
+
+    def __init__(self, crash_on: str | None = None):
+        self.calls, self.crash_on = [], crash_on
+
+    def __call__(self, root, student, assignment, **kwargs):
+        notebook = (root / "submitted" / student / assignment / f"{assignment}.ipynb").read_bytes()
+        self.calls.append((student, assignment, notebook))
+        if self.crash_on and self.crash_on.encode() in notebook:
+            raise KeyboardInterrupt  # the server dies here: nothing after this runs
+        page = root / "feedback" / student / assignment / f"{assignment}.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_bytes(b"<p>feedback of " + notebook + b"</p>")
+        return [Result(student, assignment, RESULT_GRADED, scores={"test_a": float(len(notebook))},
+                       max_scores={"test_a": 100.0})]
+
+
+def _hand_in(root: Path, student: str, data: bytes, now: float, assignment: str = "01-ddpg") -> int:
+    from autograder.portal.server import Portal
+
+    portal = Portal(root, LOOSE, names=[assignment])
+    sid = portal.store().receive(student, assignment, now, LOOSE)
+    portal.store_files(sid, {f"{assignment}.ipynb": data})
+    portal.store().queue(sid, now)
+    return sid
+
+
+def test_the_dispatcher_puts_hand_ins_in_submitted_and_records_their_grades(tmp_path, db):
+    first = _hand_in(tmp_path, "alice", b"one", now=1_800_000_000)
+    grade = StandIn()
+    assert Dispatcher(tmp_path, run="d1", grade=grade, log=lambda *a: None).once() == 1
+    assert grade.calls == [("alice", "01-ddpg", b"one")]
+    assert db.get(first).state == GRADED and db.get(first).result["scores"] == {"test_a": 3.0}
+    assert (tmp_path / "portal" / "feedback" / f"{first}.html").read_bytes() == b"<p>feedback of one</p>"
+    # the hand-in time where reporting.late reads it
+    from autograder.reporting import late
+
+    assert late.handed_in(tmp_path, "01-ddpg") == {"alice": datetime.datetime.fromtimestamp(1_800_000_000)}
+    second = _hand_in(tmp_path, "alice", b"second", now=1_800_000_100)
+    Dispatcher(tmp_path, run="d2", grade=grade, log=lambda *a: None).once()
+    assert (tmp_path / "submitted" / "alice" / "01-ddpg" / "01-ddpg.ipynb").read_bytes() == b"second"
+    kept = tmp_path / "collected" / "kept" / "alice" / "01-ddpg" / f"portal-{second}" / "01-ddpg.ipynb"
+    assert kept.read_bytes() == b"one"
+    assert (tmp_path / "portal" / "feedback" / f"{first}.html").read_bytes() == b"<p>feedback of one</p>"
+    assert db.get(second).result["scores"] == {"test_a": 6.0}
+
+
+def test_a_server_killed_while_grading_grades_the_hand_in_after_its_restart_once(tmp_path, db):
+    before = _hand_in(tmp_path, "alice", b"old", now=50)
+    Dispatcher(tmp_path, run="earlier", grade=StandIn(), log=lambda *a: None).once()
+    sid = _hand_in(tmp_path, "alice", b"kills the server", now=100)
+    with pytest.raises(KeyboardInterrupt):
+        Dispatcher(tmp_path, run="dies", grade=StandIn(crash_on="kills"), log=lambda *a: None).once()
+    assert db.get(sid).state == GRADING
+    grade = StandIn()
+    restarted = Dispatcher(tmp_path, run="restarted", grade=grade, log=lambda *a: None)
+    assert [s.id for s in restarted.recover()] == [sid]
+    assert restarted.once() == 1 and restarted.once() == 0
+    assert grade.calls == [("alice", "01-ddpg", b"kills the server")]
+    assert [e for e, _ in db.events(sid)].count(GRADED) == 1 and db.get(sid).state == GRADED
+    # placed twice (before the crash, and after): the previous hand-in is the one kept aside
+    kept = tmp_path / "collected" / "kept" / "alice" / "01-ddpg"
+    assert [p.name for p in kept.iterdir()] == [f"portal-{sid}"]
+    assert (kept / f"portal-{sid}" / "01-ddpg.ipynb").read_bytes() == b"old" and db.get(before).state == GRADED
+
+
+def test_a_grader_error_fails_the_hand_in_with_why_and_the_dispatcher_goes_on(tmp_path, db):
+    bad = _hand_in(tmp_path, "alice", b"x", now=100)
+    good = _hand_in(tmp_path, "bob", b"y", now=101)
+
+    def grade(root, student, assignment, **kwargs):
+        if student == "alice":
+            raise RuntimeError("disk full")
+        return StandIn()(root, student, assignment)
+
+    Dispatcher(tmp_path, run="d", grade=grade, log=lambda *a: None).once()
+    assert db.get(bad).state == FAILED and db.get(bad).reason == "the grader stopped on it (RuntimeError: disk full)"
+    assert db.get(good).state == GRADED
+
+
+def test_a_hand_in_placed_again_after_a_crash_is_not_kept_aside_as_its_own_predecessor(tmp_path, db):
+    sid = _hand_in(tmp_path, "alice", b"kills the server", now=100)
+    with pytest.raises(KeyboardInterrupt):
+        Dispatcher(tmp_path, run="dies", grade=StandIn(crash_on="kills"), log=lambda *a: None).once()
+    restarted = Dispatcher(tmp_path, run="restarted", grade=StandIn(), log=lambda *a: None)
+    restarted.recover()
+    restarted.once()
+    assert db.get(sid).state == GRADED
+    assert not (tmp_path / "collected" / "kept").exists()

@@ -23,7 +23,7 @@ import tornado.web
 from tornado import httputil
 
 from autograder.course import assignments
-from autograder.portal.store import QUEUED, Limit, RateLimited, Store
+from autograder.portal.store import QUEUED, UPLOADS, Limit, RateLimited, Store
 
 #: the largest upload (a notebook with its outputs, and the experiment's results file)
 MAX_UPLOAD = 20 * 2**20
@@ -31,7 +31,6 @@ MAX_UPLOAD = 20 * 2**20
 PAGE_CSP = "default-src 'self'; script-src 'none'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; " \
            "form-action 'self'"
 SESSION = "session"
-UPLOADS = Path("portal") / "uploads"
 
 
 def _when(moment: float) -> str:

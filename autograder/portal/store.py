@@ -48,6 +48,8 @@ from autograder.course import CourseError
 
 #: the database, in the course folder
 DATABASE = Path("portal") / "portal.sqlite"
+#: each hand-in's files, ROOT/portal/uploads/<id>/ (<id>.part/ while they are written)
+UPLOADS = Path("portal") / "uploads"
 RECEIVED, QUEUED, GRADING, GRADED, FAILED = "received", "queued", "grading", "graded", "failed"
 STATES = (RECEIVED, QUEUED, GRADING, GRADED, FAILED)
 #: claims of a submission after which a crash fails it instead of queueing it again

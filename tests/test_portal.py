@@ -390,6 +390,28 @@ class TestServer(AsyncHTTPTestCase):
         assert self.fetch("/", headers={"Cookie": alice["cookie"]}).code == 403
         assert self.fetch(f"/signin/{self.tokens['alice']}", follow_redirects=False).code == 403
 
+    def test_feedback_is_served_sandboxed_to_its_student_only(self):
+        alice = self.session("alice")
+        where = self.hand_in(alice).headers["Location"]
+        sid = int(where.rpartition("/")[2])
+        db = self.portal.store()
+        (claimed,) = db.claim(now=time.time())
+        db.finish(sid, now=time.time(), result={"scores": {"test_<b>": 2.0, "q1": None}, "max_scores": {"test_<b>": 3.0}})
+        page = self.root / "portal" / "feedback" / f"{sid}.html"
+        page.parent.mkdir(parents=True)
+        page.write_text("<p>out</p><script>alert(1)</script>")
+        status = self.fetch(where, headers={"Cookie": alice["cookie"]})
+        assert status.code == 200
+        text = status.body.decode()
+        assert "<td>test_&lt;b&gt;</td><td>2 / 3</td>" in text and "<td>q1</td><td>to grade by hand / 0</td>" in text
+        assert f"<iframe sandbox src='/feedback/{sid}'" in text and "allow-" not in text
+        shown = self.fetch(f"/feedback/{sid}", headers={"Cookie": alice["cookie"]})
+        assert shown.code == 200 and shown.body == page.read_bytes()
+        policy = [p.strip() for p in shown.headers["Content-Security-Policy"].split(";")]
+        assert policy[0] == "sandbox" and "default-src 'none'" in policy  # no script, a unique origin
+        assert self.fetch(f"/feedback/{sid}", headers={"Cookie": self.session("bob")["cookie"]}).code == 404
+        assert self.fetch(f"/feedback/{sid}").code == 403
+
 
 def _cookies(response) -> dict[str, str]:
     found = {}

@@ -20,11 +20,8 @@ from pathlib import Path
 
 from autograder.course import COLLECTED
 from autograder.grading import driver
-from autograder.portal.store import UPLOADS, Store, Submission
+from autograder.portal.store import FEEDBACK, UPLOADS, Store, Submission
 from autograder.reporting.results import GRADED
-
-#: each attempt's feedback page, kept (the course's feedback/ holds the latest)
-FEEDBACK = Path("portal") / "feedback"
 
 
 def handed_in(root: Path, submission: Submission) -> None:

@@ -23,13 +23,15 @@ import tornado.web
 from tornado import httputil
 
 from autograder.course import assignments
-from autograder.portal.store import QUEUED, UPLOADS, Limit, RateLimited, Store
+from autograder.portal.store import FEEDBACK, GRADING, QUEUED, RECEIVED, UPLOADS, Limit, RateLimited, Store
 
 #: the largest upload (a notebook with its outputs, and the experiment's results file)
 MAX_UPLOAD = 20 * 2**20
 #: the portal's own pages: no script at all, no framing by another site
 PAGE_CSP = "default-src 'self'; script-src 'none'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; " \
            "form-action 'self'"
+#: a feedback page (untrusted HTML): a sandboxed document, framed only by the portal's pages
+FEEDBACK_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
 SESSION = "session"
 
 
@@ -168,8 +170,39 @@ class Status(Base):
             raise tornado.web.HTTPError(404, "no such submission")
         ahead = self.portal.store().position(found.id) if found.state == QUEUED else None
         where = f" ({ahead} ahead in the queue)" if ahead is not None else ""
-        self.page(f"Submission {found.id}", f"<p>{html.escape(found.assignment)}: {html.escape(found.state)}"
-                                            f"{html.escape(where)}</p>")
+        body = f"<p>{html.escape(found.assignment)}: {html.escape(found.state)}{html.escape(where)}</p>"
+        if found.state in (QUEUED, GRADING, RECEIVED):
+            self.set_header("Refresh", "10")  # the state, again in 10 s: no script needed
+        if found.reason:
+            body += f"<p>{html.escape(found.reason)}</p>"
+        if found.result:
+            body += "<table><tr><th>test</th><th>points</th></tr>" + "".join(
+                f"<tr><td>{html.escape(test)}</td><td>{'to grade by hand' if points is None else f'{points:g}'}"
+                f" / {found.result.get('max_scores', {}).get(test, 0):g}</td></tr>"
+                for test, points in found.result.get("scores", {}).items()) + "</table>"
+        if (self.portal.root / FEEDBACK / f"{found.id}.html").exists():
+            # the feedback is the student's code's output: untrusted, in a sandboxed frame
+            body += f"<iframe sandbox src='/feedback/{found.id}' title='feedback' width='100%' height='800'></iframe>"
+        self.page(f"Submission {found.id}", body)
+
+
+class Feedback(Base):
+    """A submission's feedback page, as the grader wrote it: served only to its student,
+    under a CSP that makes it a sandboxed document of its own (no script, a unique origin)
+    even when opened outside its frame."""
+
+    def set_default_headers(self):
+        super().set_default_headers()
+        self.set_header("Content-Security-Policy", FEEDBACK_CSP)
+
+    def get(self, submission: str):
+        student = self.student()
+        found = self.portal.store().of_student(student, int(submission))
+        page = self.portal.root / FEEDBACK / f"{submission}.html"
+        if found is None or not page.exists():
+            raise tornado.web.HTTPError(404, "no such feedback")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(page.read_bytes())
 
 
 class Portal:
@@ -209,5 +242,6 @@ class Portal:
             (r"/signin/([^/]+)", SignIn, arguments),
             (r"/submit/([^/]+)", Submit, arguments),
             (r"/submissions/([0-9]{1,12})", Status, arguments),
+            (r"/feedback/([0-9]{1,12})", Feedback, arguments),
         ], cookie_secret=self._store.secret("cookie_secret", lambda: secrets.token_urlsafe(48)),
             xsrf_cookies=True, xsrf_cookie_kwargs={"httponly": True, "samesite": "Strict"})

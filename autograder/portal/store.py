@@ -50,6 +50,8 @@ from autograder.course import CourseError
 DATABASE = Path("portal") / "portal.sqlite"
 #: each hand-in's files, ROOT/portal/uploads/<id>/ (<id>.part/ while they are written)
 UPLOADS = Path("portal") / "uploads"
+#: each graded hand-in's feedback page, ROOT/portal/feedback/<id>.html (the course's feedback/ holds the latest)
+FEEDBACK = Path("portal") / "feedback"
 RECEIVED, QUEUED, GRADING, GRADED, FAILED = "received", "queued", "grading", "graded", "failed"
 STATES = (RECEIVED, QUEUED, GRADING, GRADED, FAILED)
 #: claims of a submission after which a crash fails it instead of queueing it again

@@ -26,7 +26,7 @@ COMMANDS = {
     "collect": "bring a Moodle or Canvas download of all submissions into submitted/<student>/<assignment>/",
     "export": "write the grades and feedback of an assignment for upload to Moodle or Canvas",
     "audit": "grade mutants of the solutions (plausible bugs) with the tests: which ones the tests miss",
-    "portal": "the submission portal's students: print each one's sign-in link (tokens), or revoke one",
+    "portal": "the submission portal: print each student's sign-in link (tokens), revoke one, or serve it",
 }
 
 GRADE_EPILOG = """\
@@ -321,7 +321,17 @@ def _portal_arguments(portal_parser: argparse.ArgumentParser) -> None:
                         help="the portal's address as students reach it (default %(default)s)")
     revoke = verbs.add_parser("revoke", help="revoke a student's token: their link stops working")
     revoke.add_argument("student", metavar="STUDENT", help="the student's id (the roster's)")
-    for verb in (tokens, revoke):
+    serve = verbs.add_parser("serve", help="start the portal: students hand in, it grades and shows the feedback")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default %(default)s; "
+                                                           "behind a reverse proxy that does TLS)")
+    serve.add_argument("--port", type=int, default=8000, help="default %(default)s")
+    serve.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                       help="submissions graded at once on this machine (default %(default)s)")
+    serve.add_argument("--scheduler", default=os.environ.get("SCHEDULER") or None,
+                       help="a Dask cluster's scheduler, tcp://HOST:PORT (default: a local cluster of --jobs workers)")
+    serve.add_argument("--per-hour", type=int, default=3,
+                       help="gradings per student per assignment within an hour (default %(default)s)")
+    for verb in (tokens, revoke, serve):
         _root_argument(verb)
 
 
@@ -334,6 +344,19 @@ def portal(args) -> int:
     from autograder.portal.store import Store
 
     root = course_root(args.root)
+    if args.verb == "serve":
+        from autograder.isolation import sandbox
+        from autograder.portal.serve import serve
+        from autograder.portal.store import Limit
+
+        if args.per_hour < 1:
+            raise CourseError(f"--per-hour {args.per_hour}: give at least 1")
+        try:
+            sandbox.check_available()
+        except sandbox.SandboxUnavailable as error:
+            raise CourseError(str(error)) from None
+        serve(root, args.host, args.port, args.scheduler, args.jobs, sandbox.Limits(), Limit(args.per_hour, 3600))
+        return 0
     if args.verb == "revoke":
         db = Store.of(root)
         had = db.revoke(args.student)

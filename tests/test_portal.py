@@ -522,3 +522,14 @@ def test_a_hand_in_placed_again_after_a_crash_is_not_kept_aside_as_its_own_prede
     restarted.once()
     assert db.get(sid).state == GRADED
     assert not (tmp_path / "collected" / "kept").exists()
+
+
+def test_a_second_portal_on_the_same_course_folder_is_refused(tmp_path):
+    from autograder.portal.serve import only_server
+
+    with only_server(tmp_path):
+        with pytest.raises(CourseError, match="another portal serves .*: stop it first"):
+            with only_server(tmp_path):
+                pass
+    with only_server(tmp_path):  # released: the next start may
+        pass

@@ -14,7 +14,7 @@
 #   make test-colab  the student notebooks in a simulated Colab, from their set-up cells
 #   make bench    set up (with the benchmark extras), then run the benchmarks
 #   make audit    the mutation audit: which plausible bugs of the solutions the tests miss (ASSIGNMENT=name to narrow)
-#   make figure   run the experiment notebook in full, regenerate docs/bias-*.png (about 45 min)
+#   make figure   run the experiment notebook in full, regenerate docs/bias-*.png (about 30 min)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -111,7 +111,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/learning.py
 
 # The experiment's results, report and figures (docs/), from a full run of the solution
-# notebook 03-experiment with the solution DDPG and TD3 (about 45 min on 2 cores); the
+# notebook 03-experiment with the solution DDPG and TD3, and the ablation (28.5 min on 2 cores); the
 # figures are drawn from the results file by the notebook's own plot_experiment
 FIGURE_RUN := outputs/figure
 figure: setup

@@ -45,6 +45,7 @@ __all__ = [
     "available_workers",
     "check_algorithm",
     "compare_final",
+    "comparisons",
     "critic_of",
     "find_notebook",
     "load_results",
@@ -136,6 +137,27 @@ class Algorithm:
     notebook: str  # path of the notebook that defines it
     cls: str  # name of the class ("DDPG")
     train: str  # name of the training function ("run_ddpg")
+    #: parameters of ``cfg.algorithm`` this algorithm sets whatever the experiment's, as
+    #: pairs (a tuple: an Algorithm stays hashable). An ablation is an algorithm of a
+    #: notebook with some of its parameters fixed: DDPG plus TD3's minimum alone is the
+    #: student's TD3 with ``(("target_policy_noise", 0.0), ("policy_delay", 1))``.
+    overrides: tuple = ()
+
+    def params_for(self, params: Mapping) -> dict:
+        """The experiment's parameters ``params`` with this algorithm's ``overrides`` (a copy;
+        the same parameters if it has none)."""
+        params = dict(params)
+        if self.overrides:
+            params["algorithm"] = {**params["algorithm"], **dict(self.overrides)}
+        return params
+
+    @property
+    def folder(self) -> str:
+        """The label as a folder name: lower case, runs of other characters than letters and
+        digits made one dash ("DDPG + min": "ddpg-min")."""
+        import re
+
+        return re.sub(r"[^a-z0-9]+", "-", self.label.lower()).strip("-")
 
 
 _LOADED: dict[str, object] = {}
@@ -243,9 +265,9 @@ def _run_config(algorithm: Algorithm, params: Mapping, seed: int):
 
     from omegaconf import OmegaConf
 
-    params = copy.deepcopy(dict(params))
+    params = copy.deepcopy(algorithm.params_for(params))
     params["algorithm"] = {**params["algorithm"], "seed": seed}
-    params["base_dir"] = f"experiment/{params['gym_env']['env_name']}/{algorithm.label.lower()}-S{seed}"
+    params["base_dir"] = f"experiment/{params['gym_env']['env_name']}/{algorithm.folder}-S{seed}"
     params["plot_agents"] = False
     params["verbose"] = False
     return OmegaConf.create(params)
@@ -269,6 +291,7 @@ def made_by(algorithm: Algorithm, params: Mapping, seed: int, n_episodes: int) -
     from . import __version__
     from .config import fast_mode
 
+    params = algorithm.params_for(params)  # what it really runs with
     return {
         "label": algorithm.label,
         "seed": int(seed),
@@ -317,7 +340,7 @@ def check_algorithm(algorithm: Algorithm, params: Mapping) -> None:
 
     try:
         cls, train = _load(algorithm)
-        cfg = tiny_config(params, eval_interval=160)
+        cfg = tiny_config(algorithm.params_for(params), eval_interval=160)
         algo = cls(cfg)
         algo.evaluation_hooks.append(lambda a: measure(a, float(cfg.algorithm.discount_factor), 1))
         train(algo)
@@ -390,7 +413,7 @@ def run_experiment(
             save_run(runs_file, run)  # at once: a disconnect loses only the runs in progress
         finished = sum(len(r) for r in results.values())
         print(
-            f"  {run.label:>5} seed {run.seed}: final return {run.returns[-1].mean():8.1f}, best {run.best_reward:8.1f}"
+            f"  {run.label:>10} seed {run.seed}: final return {run.returns[-1].mean():8.1f}, best {run.best_reward:8.1f}"
             f" ({run.seconds:.0f} s) [{finished}/{total}, {time.perf_counter() - start:.0f} s]",
             flush=True,
         )
@@ -443,13 +466,15 @@ def mean_and_ci(values, confidence: float = 0.95):
     return mean, stats.t.ppf(0.5 + confidence / 2, n - 1) * sem
 
 
-def compare_final(summary: Mapping[str, Mapping[str, np.ndarray]], key: str, alpha: float = 0.05) -> str:
-    """Welch's t-test (BBRL's ``WelchTTest``) between the first two algorithms of
-    ``summary`` on ``key`` at the last evaluation (one value per seed); a sentence."""
+def compare_final(summary: Mapping[str, Mapping[str, np.ndarray]], key: str, alpha: float = 0.05,
+                  pair: tuple[str, str] | None = None) -> str:
+    """Welch's t-test (BBRL's ``WelchTTest``) between two algorithms of ``summary`` (the
+    labels ``pair``; the first two by default) on ``key`` at the last evaluation (one value
+    per seed); a sentence."""
     from bbrl.stats import WelchTTest
     from scipy.stats import ttest_ind
 
-    (label_a, a), (label_b, b) = list(summary.items())[:2]
+    (label_a, a), (label_b, b) = [(label, summary[label]) for label in pair] if pair else list(summary.items())[:2]
     x, y = np.asarray(a[key])[:, -1], np.asarray(b[key])[:, -1]
     significant = bool(WelchTTest().run_test(x, y, alpha=alpha))
     p_value = float(ttest_ind(x, y, equal_var=False).pvalue)
@@ -459,6 +484,25 @@ def compare_final(summary: Mapping[str, Mapping[str, np.ndarray]], key: str, alp
         f"{label_b} {y.mean():.1f} ± {y.std(ddof=1):.1f} (mean ± std over {len(x)} and {len(y)} seeds); "
         f"Welch's t-test p = {p_value:.3f}: {verdict} at α = {alpha}"
     )
+
+
+def comparisons(labels: Sequence[str]) -> list[tuple[str, str]]:
+    """The pairs of algorithms the Welch t-tests compare, in the experiment's order: each with
+    the next, then the first with the last. With DDPG, DDPG + min (the student's TD3 without
+    smoothing nor delay) and TD3: DDPG against DDPG + min isolates the minimum of two
+    critics, DDPG + min against TD3 shows what smoothing and delay add, DDPG against TD3 all
+    three. Two algorithms: that one pair."""
+    labels = list(labels)
+    pairs = list(zip(labels, labels[1:]))
+    if len(labels) > 2:
+        pairs.append((labels[0], labels[-1]))
+    return pairs
+
+
+def _against(labels: Sequence[str]) -> str:
+    """"DDPG against TD3", or "DDPG, DDPG + min and TD3"."""
+    labels = list(labels)
+    return " against ".join(labels) if len(labels) <= 2 else ", ".join(labels[:-1]) + f" and {labels[-1]}"
 
 
 def plot_experiment(summary: Mapping[str, Mapping[str, np.ndarray]], env_name: str, path=None):
@@ -500,7 +544,7 @@ def plot_experiment(summary: Mapping[str, Mapping[str, np.ndarray]], env_name: s
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     n_seeds = " or ".join(str(n) for n in seeds)
-    fig.suptitle(f"{env_name}: DDPG against TD3, {n_seeds} seeds each (means, 95 % confidence bands)")
+    fig.suptitle(f"{env_name}: {_against(summary)}, {n_seeds} seeds each (means, 95 % confidence bands)")
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -708,7 +752,8 @@ def load_summary(path, env_name: str) -> dict[str, dict[str, np.ndarray]]:
 
 
 def report(summary: Mapping[str, Mapping[str, np.ndarray]]) -> str:
-    """The bias of each algorithm and the Welch t-tests between them, in sentences."""
+    """The bias of each algorithm and the Welch t-tests between them (each pair of
+    ``comparisons``), in sentences."""
     lines = []
     for label, s in summary.items():
         bias = np.asarray(s["estimates"]) - np.asarray(s["true_values"])
@@ -717,25 +762,43 @@ def report(summary: Mapping[str, Mapping[str, np.ndarray]]) -> str:
             f"over its second half {bias[:, bias.shape[1] // 2:].mean():+.1f}, at the last evaluation {bias[:, -1].mean():+.1f}"
         )
     biases = {label: {"bias": np.asarray(s["estimates"]) - np.asarray(s["true_values"])} for label, s in summary.items()}
-    lines.append(compare_final(biases, "bias"))
+    pairs = comparisons(summary)
+    lines.extend(compare_final(biases, "bias", pair=pair) for pair in pairs)
     for key in ("estimates", "true_values", "returns"):
-        lines.append(compare_final(summary, key))
+        lines.extend(compare_final(summary, key, pair=pair) for pair in pairs)
     return "\n".join(lines)
 
 
+def until(summary: Mapping[str, Mapping[str, np.ndarray]], steps: int) -> dict[str, dict[str, np.ndarray]]:
+    """The summary cut after its last evaluation at or before ``steps``: what a run of that
+    budget would have shown (its last evaluation is then the one the Welch tests compare), to
+    check that a shorter budget keeps a result."""
+    cut = {}
+    for label, s in summary.items():
+        keep = np.asarray(s["steps"]) <= steps
+        cut[label] = {key: (np.asarray(v)[keep] if key == "steps" else np.asarray(v)[:, keep]) if key != "seeds"
+                      else np.asarray(v) for key, v in s.items()}
+    return cut
+
+
 def main(argv=None) -> int:
-    """``python -m bbrl_course.experiment RESULTS.npz [--figures DIR]``: the report of every
-    environment, and its figure ``DIR/bias-<env>.png`` (the notebook's figure)."""
+    """``python -m bbrl_course.experiment RESULTS.npz [--figures DIR] [--until STEPS]``: the
+    report of every environment, and its figure ``DIR/bias-<env>.png`` (the notebook's
+    figure); with ``--until``, of the evaluations up to STEPS environment steps only."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("results", type=Path)
     parser.add_argument("--figures", type=Path, help="write the figure of each environment in this folder")
+    parser.add_argument("--until", type=int, metavar="STEPS",
+                        help="only the evaluations up to STEPS steps (what a shorter budget would have shown)")
     args = parser.parse_args(argv)
     if not args.results.is_file():
         print(f"{args.results}: no such file (the experiment notebook writes it)")
         return 1
     for env_name, summary in summaries(load_results(args.results)).items():
+        if args.until is not None:
+            summary = until(summary, args.until)
         seeds = sorted({len(s["seeds"]) for s in summary.values()})
         steps = max(int(s["steps"][-1]) for s in summary.values())
         print(f"{env_name} ({' or '.join(map(str, seeds))} seeds, {steps} steps):")

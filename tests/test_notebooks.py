@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,7 @@ def test_experiment_results_hold_every_algorithm_seed_and_environment(executed):
     results = summaries(load_results(executed.workdir / "03-experiment-results.npz"))
     assert sorted(results) == ["LunarLanderContinuous-v3", "Pendulum-v1"]
     for env_name, summary in results.items():
-        assert sorted(summary) == ["DDPG", "TD3"]
+        assert list(summary) == ["DDPG", "DDPG + min", "TD3"]  # with the ablation, in the figures' order
         for label, arrays in summary.items():
             assert arrays["seeds"].tolist() == [1, 2, 3, 4, 5], (env_name, label)
             n_evals = len(arrays["steps"])
@@ -210,8 +211,12 @@ def test_experiment_runs_seeds_in_parallel_and_shows_figures_and_tests(executed)
 
     _experiment(executed)
     text = "\n".join(executed.texts())
-    assert f"10 runs (2 algorithms x 5 seeds), {available_workers()} at a time" in text
-    assert text.count("Welch's t-test p =") == 8, "4 Welch t-tests per environment"
+    assert f"15 runs (3 algorithms x 5 seeds), {available_workers()} at a time" in text
+    # bias, estimates, true values, returns: DDPG against DDPG + min (the minimum), DDPG + min against TD3
+    # (smoothing and delay), DDPG against TD3 (all three)
+    assert text.count("Welch's t-test p =") == 24, "12 Welch t-tests per environment"
+    for a, b in (("DDPG", "DDPG + min"), ("DDPG + min", "TD3"), ("DDPG", "TD3")):
+        assert re.search(rf"bias at the last evaluation: {re.escape(a)} -?[\d.]+ ± [\d.]+, {re.escape(b)} ", text), (a, b)
     assert "fast mode: tiny budgets, meaningless results" in text
     for env_name in ("Pendulum-v1", "LunarLanderContinuous-v3"):
         figure = executed.workdir / "outputs" / "experiment" / f"bias-{env_name}.png"

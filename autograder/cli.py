@@ -307,6 +307,8 @@ revoked.
 examples:
   python -m autograder portal tokens --root ~/rl --roster roster.csv --url https://grader.example.org/rl
   python -m autograder portal revoke ada-lovelace --root ~/rl     then tokens again: a new link for her
+  python -m autograder portal tokens --instructor --root ~/rl --url https://grader.example.org/rl
+                                            the instructor's link (the /instructor page), printed once
 """
 
 
@@ -319,8 +321,11 @@ def _portal_arguments(portal_parser: argparse.ArgumentParser) -> None:
                         help="a CSV of the class: id,name,email,lms_id (default: ROOT/collected/people.csv)")
     tokens.add_argument("--url", default="http://127.0.0.1:8000",
                         help="the portal's address as students reach it (default %(default)s)")
+    tokens.add_argument("--instructor", action="store_true",
+                        help="make the instructor's token instead (the /instructor page), and print its link once")
     revoke = verbs.add_parser("revoke", help="revoke a student's token: their link stops working")
-    revoke.add_argument("student", metavar="STUDENT", help="the student's id (the roster's)")
+    revoke.add_argument("student", metavar="STUDENT", nargs="?", help="the student's id (the roster's)")
+    revoke.add_argument("--instructor", action="store_true", help="revoke the instructor's token instead")
     serve = verbs.add_parser("serve", help="start the portal: students hand in, it grades and shows the feedback")
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default %(default)s; "
                                                            "behind a reverse proxy that does TLS)")
@@ -356,6 +361,20 @@ def portal(args) -> int:
         except sandbox.SandboxUnavailable as error:
             raise CourseError(str(error)) from None
         serve(root, args.host, args.port, args.scheduler, args.jobs, sandbox.Limits(), Limit(args.per_hour, 3600))
+        return 0
+    if args.verb == "revoke" and args.instructor:
+        print("revoked the instructor's token: its link no longer signs in" if Store.of(root).revoke_instructor()
+              else "no instructor's token was held: nothing to revoke")
+        return 0
+    if args.verb == "revoke" and not args.student:
+        raise CourseError("portal revoke: give the STUDENT whose token to revoke, or --instructor")
+    if args.verb == "tokens" and args.instructor:
+        token = Store.of(root).issue_instructor_token(now=time.time())
+        if token is None:
+            print("the instructor already holds a token (its link was printed when it was made): python -m "
+                  "autograder portal revoke --instructor, then tokens --instructor again, makes a new one")
+        else:
+            print(f"instructor  {args.url.rstrip('/')}/instructor/signin/{token}  (shown only now: keep it secret)")
         return 0
     if args.verb == "revoke":
         db = Store.of(root)

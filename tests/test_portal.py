@@ -206,6 +206,27 @@ def test_a_token_is_checked_in_constant_time(monkeypatch, db):
     assert len(calls) == 5  # every check, even of an unknown student, compares
 
 
+def test_the_instructors_token_is_hashed_checked_in_constant_time_and_opens_no_student_session(monkeypatch, db):
+    token = db.issue_instructor_token(now=5)
+    name, _, secret = token.rpartition(".")
+    assert name == store.INSTRUCTOR and len(secret) >= 40
+    assert db.issue_instructor_token(now=6) is None  # held: printed once, revoke first
+    hashes = [tuple(r) for r in sqlite3.connect(db.path).execute("SELECT token_hash FROM instructors")]
+    assert hashes == [(hashlib.sha256(secret.encode()).hexdigest(),)]
+    calls = []
+    real = store.hmac.compare_digest
+    monkeypatch.setattr(store.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+    assert db.instructor_sign_in(token) == 5
+    assert db.instructor_sign_in(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert db.instructor_sign_in("alice." + secret) is None  # the secret under another name
+    assert db.authenticate(token) is None and db.sign_in(token) == (None, None)  # not a student's token
+    assert len(calls) == 5  # every check compares
+    alice = db.issue_token("alice", now=1)
+    assert db.instructor_sign_in(alice) is None and db.instructor_sign_in("_instructor." + alice.split(".")[1]) is None
+    assert db.revoke_instructor() is True and db.instructor_sign_in(token) is None
+    assert db.revoke_instructor() is False and db.issue_instructor_token(now=7) is not None
+
+
 def test_revoking_a_token_and_issuing_another(db):
     token = db.issue_token("alice", now=1)
     assert db.issue_token("alice", now=2) is None  # one at a time: it cannot be shown again
@@ -258,6 +279,18 @@ def test_tokens_and_revoke_from_the_command_line(tmp_path, capsys):
     bad.write_text("who,name\nalice,A\n")
     refused = _cli("portal", "tokens", "--root", str(tmp_path), "--roster", str(bad))
     assert refused.returncode == 1 and "no column id" in refused.stderr and "Traceback" not in refused.stderr
+    teacher = _cli("portal", "tokens", "--instructor", "--root", str(tmp_path), "--url", "https://g.example.org/rl")
+    (line,) = teacher.stdout.splitlines()
+    link = line.split()[1]
+    assert teacher.returncode == 0 and link.startswith("https://g.example.org/rl/instructor/signin/_instructor.")
+    assert check.instructor_sign_in(link.rpartition("/")[2]) is not None
+    twice = _cli("portal", "tokens", "--instructor", "--root", str(tmp_path))
+    assert "https://" not in twice.stdout and "the instructor already holds a token" in twice.stdout
+    assert "revoked the instructor's token" in _cli("portal", "revoke", "--instructor", "--root", str(tmp_path)).stdout
+    assert check.instructor_sign_in(link.rpartition("/")[2]) is None
+    nobody = _cli("portal", "revoke", "--root", str(tmp_path))
+    assert nobody.returncode == 1 and nobody.stderr == "error: portal revoke: give the STUDENT whose token to " \
+        "revoke, or --instructor\n"
 
 
 # -- the server: each refusal exact ----------------------------------------------------
@@ -411,6 +444,71 @@ class TestServer(AsyncHTTPTestCase):
         assert policy[0] == "sandbox" and "default-src 'none'" in policy  # no script, a unique origin
         assert self.fetch(f"/feedback/{sid}", headers={"Cookie": self.session("bob")["cookie"]}).code == 404
         assert self.fetch(f"/feedback/{sid}").code == 403
+
+
+    # -- the instructor's page ---------------------------------------------------------
+
+    def instructor_session(self) -> dict[str, str]:
+        token = self.portal.store().issue_instructor_token(now=time.time())
+        signed = self.fetch(f"/instructor/signin/{token}", follow_redirects=False)
+        assert signed.code == 302 and signed.headers["Location"] == "/instructor"
+        return {"cookie": _cookie_header(_cookies(signed))}
+
+    def test_the_instructors_page_is_403_without_the_instructors_session(self):
+        alice = self.session("alice")
+        for path in ("/instructor", "/instructor/report"):
+            none = self.fetch(path)
+            assert none.code == 403 and b"sign in with the instructor&#x27;s link" in none.body
+            student = self.fetch(path, headers={"Cookie": alice["cookie"]})
+            assert student.code == 403
+            assert b"this page is the instructor&#x27;s: a student&#x27;s session does not open it" in student.body
+        # a student's token is no instructor's link, and the reverse
+        assert self.fetch(f"/instructor/signin/{self.tokens['alice']}", follow_redirects=False).code == 403
+        teacher = self.instructor_session()
+        assert self.fetch("/instructor", headers={"Cookie": teacher["cookie"]}).code == 200
+        token = self.portal.store().issue_instructor_token
+        self.portal.store().revoke_instructor()
+        assert token(now=time.time()) is not None  # a new link: the old session ends
+        assert self.fetch("/instructor", headers={"Cookie": teacher["cookie"]}).code == 403
+        # a student's cookie renamed to the instructor's fails its signature
+        forged = alice["cookie"].replace("session=", "instructor=")
+        assert self.fetch("/instructor", headers={"Cookie": forged}).code == 403
+
+    def test_the_instructor_sees_every_students_attempts_the_queue_and_the_failures_escaped(self):
+        db = self.portal.store()
+        db.add_students([("alice", "<script>alert('name')</script>")])
+        a1 = int(self.hand_in(self.session("alice")).headers["Location"].rpartition("/")[2])
+        b1 = int(self.hand_in(self.session("bob")).headers["Location"].rpartition("/")[2])
+        b2 = int(self.hand_in(self.session("bob"), assignment="02-td3").headers["Location"].rpartition("/")[2])
+        claimed = {s.id for s in db.claim(now=time.time(), limit=2)}
+        assert claimed == {a1, b1}
+        db.finish(a1, now=time.time(), result={"scores": {"t1": 2.0, "t2": None}, "max_scores": {"t1": 3.0, "t2": 4.0},
+                                                "notes": ["<script>alert('notes')</script>"]})
+        db.finish(b1, now=time.time(), reason="timeout: <img src=x onerror=alert(1)>")
+        report = self.root / "grades" / "report.html"
+        report.parent.mkdir()
+        report.write_text("<h1>class</h1><script>alert('report')</script>")
+        teacher = self.instructor_session()
+        page = self.fetch("/instructor", headers={"Cookie": teacher["cookie"]})
+        assert page.code == 200
+        text = page.body.decode()
+        assert "<script" not in text and "<img" not in text
+        assert "&lt;script&gt;alert(&#x27;name&#x27;)&lt;/script&gt;" in text
+        assert "&lt;script&gt;alert(&#x27;notes&#x27;)&lt;/script&gt;" in text
+        # the queue: bob's 02-td3, queued, first in line, never claimed
+        assert f"<tr><td>{b2}</td><td>bob</td><td>02-td3</td><td>queued</td><td>0</td><td>0</td>" in text
+        # the failures, with why
+        assert (f"<tr><td>{b1}</td><td>bob</td><td>01-ddpg</td><td>1</td>"
+                "<td>timeout: &lt;img src=x onerror=alert(1)&gt;</td></tr>") in text
+        # each student's attempts, with their states and scores
+        assert f"<td>{a1}</td><td>01-ddpg</td>" in text and "<td>graded</td><td>2 / 7</td>" in text
+        assert text.count("<td>bob</td><td>Bob</td>") == 2 and f"<td>{b2}</td><td>02-td3</td>" in text
+        assert "<iframe sandbox src='/instructor/report'" in text and "allow-" not in text
+        assert "script-src 'none'" in page.headers["Content-Security-Policy"]
+        shown = self.fetch("/instructor/report", headers={"Cookie": teacher["cookie"]})
+        assert shown.code == 200 and shown.body == report.read_bytes()
+        policy = [p.strip() for p in shown.headers["Content-Security-Policy"].split(";")]
+        assert policy[0] == "sandbox" and "default-src 'none'" in policy
 
 
 def _cookies(response) -> dict[str, str]:

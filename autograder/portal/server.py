@@ -17,13 +17,15 @@ import html
 import os
 import secrets
 import time
+import tomllib
 from pathlib import Path
 
 import tornado.web
 from tornado import httputil
 
-from autograder.course import assignments
-from autograder.portal.store import FEEDBACK, GRADING, QUEUED, RECEIVED, UPLOADS, Limit, RateLimited, Store
+from autograder.course import CourseError, assignments
+from autograder.portal.store import FAILED, FEEDBACK, GRADING, QUEUED, RECEIVED, UPLOADS, Limit, RateLimited, Store
+from autograder.reporting import late
 
 #: the largest upload (a notebook with its outputs, and the experiment's results file)
 MAX_UPLOAD = 20 * 2**20
@@ -33,6 +35,40 @@ PAGE_CSP = "default-src 'self'; script-src 'none'; object-src 'none'; frame-ance
 #: a feedback page (untrusted HTML): a sandboxed document, framed only by the portal's pages
 FEEDBACK_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
 SESSION = "session"
+#: the instructor's session cookie (signed under its own name: a student's cookie is not one)
+INSTRUCTOR_SESSION = "instructor"
+#: the course's portal settings, in the course folder (optional)
+SETTINGS = "portal.toml"
+#: assignments handed in with a results file (as ``lms.collect`` names it), and its name
+WITH_RESULTS = ("03-experiment",)
+#: the class report, shown on the instructor's page
+REPORT = Path("grades") / "report.html"
+
+
+def _minutes(moment: datetime.datetime) -> str:
+    return moment.isoformat(sep=" ", timespec="minutes")
+
+
+def results_file(assignment: str) -> str:
+    return f"{assignment}-results.npz"
+
+
+def settings(root: Path) -> dict:
+    """ROOT/portal.toml: ``late = true`` accepts hand-ins after the deadline (the penalty of
+    deadlines.toml then applies); default: refused. CourseError, one line, when unreadable."""
+    path = Path(root) / SETTINGS
+    if not path.exists():
+        return {"late": False}
+    try:
+        table = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise CourseError(f"{path}: not TOML ({error}): write late = true or late = false") from None
+    table = table.get("portal", table)  # [portal] late = true, or late = true
+    unknown = sorted(set(table) - {"late"})
+    if unknown or not isinstance(table.get("late", False), bool):
+        raise CourseError(f"{path}: {', '.join(unknown) or 'late = ' + repr(table.get('late'))}: the portal's "
+                          "settings are late = true or late = false")
+    return {"late": table.get("late", False)}
 
 
 def _when(moment: float) -> str:
@@ -60,6 +96,17 @@ class Base(tornado.web.RequestHandler):
         if student is None:
             raise tornado.web.HTTPError(403, "sign in with your link")
         return student
+
+    def instructor(self) -> None:
+        """403 unless this is the instructor's session (a student's session never is)."""
+        value = self.get_signed_cookie(INSTRUCTOR_SESSION, max_age_days=30)
+        kind, _, issued = (value or b"").decode().partition("|")
+        if kind == INSTRUCTOR_SESSION and self.portal.store().instructor_session_valid(issued):
+            return
+        if self.current_user is not None:
+            raise tornado.web.HTTPError(403, "this page is the instructor's: a student's session does not open it")
+        raise tornado.web.HTTPError(403, "sign in with the instructor's link (python -m autograder portal tokens "
+                                         "--instructor)")
 
     def page(self, title: str, body: str) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -95,7 +142,10 @@ class Home(Base):
         forms = "".join(
             f"<form method='post' action='/submit/{html.escape(a)}' enctype='multipart/form-data'>"
             f"{self.xsrf_form_html()}<label>{html.escape(a)}: <input type='file' name='notebook' accept='.ipynb'>"
-            f"</label><button>Hand in</button></form>" for a in self.portal.assignments)
+            f"</label>" + (f"<label> and its results file {html.escape(results_file(a))}: <input type='file' "
+                           f"name='results' accept='.npz'></label>" if a in self.portal.with_results else "")
+            + f"<button>Hand in</button> {html.escape(self.portal.deadline_note(student, a))}</form>"
+            for a in self.portal.assignments)
         self.page(f"Hand-ins of {student}", f"{forms}<table><tr><th>#</th><th>assignment</th><th>received</th>"
                                              f"<th>state</th></tr>{rows}</table>")
 
@@ -148,6 +198,22 @@ class Submit(Base):
         notebook = files.get("notebook")
         if not notebook or not notebook[0]["body"]:
             raise tornado.web.HTTPError(400, "choose the notebook to hand in")
+        stored = {f"{assignment}.ipynb": notebook[0]["body"]}
+        if assignment in self.portal.with_results:
+            results = files.get("results")
+            if not results or not results[0]["body"]:
+                raise tornado.web.HTTPError(400, f"{assignment} is handed in with its results file "
+                                                 f"{results_file(assignment)} (your notebook writes it): choose "
+                                                 "it in the form's second field")
+            if not results[0]["body"].startswith(b"PK"):
+                raise tornado.web.HTTPError(400, f"the results file is not an .npz file: hand in the "
+                                                 f"{results_file(assignment)} your notebook wrote")
+            stored[results_file(assignment)] = results[0]["body"]  # its name is ours, never the client's
+        closed = self.portal.closed(student, assignment, datetime.datetime.now())
+        if closed:
+            self.set_status(403)
+            self.page("Hand-ins closed", f"<p>{html.escape(closed)}</p>")
+            return
         db = self.portal.store()
         try:
             sid = db.receive(student, assignment, time.time(), self.portal.limit)
@@ -157,7 +223,7 @@ class Submit(Base):
                                  f"the last {self.portal.limit.window / 60:g} minutes. The next hand-in is allowed "
                                  f"at {_when(refused.next_allowed)}.</p>")
             return
-        self.portal.store_files(sid, {f"{assignment}.ipynb": notebook[0]["body"]})
+        self.portal.store_files(sid, stored)
         db.queue(sid, time.time())
         self.redirect(f"/submissions/{sid}")
 
@@ -205,15 +271,118 @@ class Feedback(Base):
         self.finish(page.read_bytes())
 
 
+class InstructorSignIn(Base):
+    def get(self, token: str):
+        issued = self.portal.store().instructor_sign_in(token)
+        if issued is None:
+            raise tornado.web.HTTPError(403, "this link does not sign in: make the instructor's link again "
+                                             "(portal revoke --instructor, then portal tokens --instructor)")
+        self.set_signed_cookie(INSTRUCTOR_SESSION, f"{INSTRUCTOR_SESSION}|{issued!r}", expires_days=None,
+                               httponly=True, samesite="Strict", secure=self.request.protocol == "https")
+        self.redirect("/instructor")
+
+
+def _total(result: dict | None) -> str:
+    if not result or not result.get("scores"):
+        return ""
+    points = sum(p for p in result["scores"].values() if p is not None)
+    return f"{points:g} / {sum(result.get('max_scores', {}).values()):g}"
+
+
+class Instructor(Base):
+    """The class's live state: the queue, each student's attempts, the failures, and the
+    class report (in a sandboxed frame). Every value from the roster, the students or the
+    grader is escaped."""
+
+    def get(self):
+        self.instructor()
+        db = self.portal.store()
+        every = db.submissions()
+        names = {row["id"]: row["name"] for row in db.students()}
+        e = html.escape
+        waiting = [s for s in every if s.state in (RECEIVED, QUEUED, GRADING)]
+        queue = "".join(
+            f"<tr><td>{s.id}</td><td>{e(s.student)}</td><td>{e(s.assignment)}</td><td>{e(s.state)}</td>"
+            f"<td>{'' if s.state != QUEUED else db.position(s.id)}</td><td>{s.attempts}</td>"
+            f"<td>{e(s.run or '')}</td><td>{_when(s.received_at)}</td></tr>" for s in waiting)
+        failures = "".join(
+            f"<tr><td>{s.id}</td><td>{e(s.student)}</td><td>{e(s.assignment)}</td><td>{s.attempts}</td>"
+            f"<td>{e(s.reason or '')}</td></tr>" for s in every if s.state == FAILED)
+        students = "".join(
+            f"<tr><td>{e(s.student)}</td><td>{e(names.get(s.student, ''))}</td><td>{s.id}</td>"
+            f"<td>{e(s.assignment)}</td><td>{_when(s.received_at)}</td><td>{e(s.state)}</td>"
+            f"<td>{_total(s.result)}</td><td>{e('; '.join(map(str, (s.result or {}).get('notes', []))))}</td></tr>"
+            for s in sorted(every, key=lambda s: (s.student, s.id)))
+        report = (f"<iframe sandbox src='/instructor/report' title='class report' width='100%' height='900'>"
+                  f"</iframe>" if (self.portal.root / REPORT).exists() else
+                  "<p>No class report yet (python -m autograder report writes grades/report.html).</p>")
+        self.set_header("Refresh", "30")
+        self.page("The class", f"<h2>Queue ({len(waiting)})</h2><table><tr><th>#</th><th>student</th>"
+                               f"<th>assignment</th><th>state</th><th>place</th><th>attempts</th><th>run</th>"
+                               f"<th>received</th></tr>{queue}</table>"
+                               f"<h2>Failures</h2><table><tr><th>#</th><th>student</th><th>assignment</th>"
+                               f"<th>attempts</th><th>reason</th></tr>{failures}</table>"
+                               f"<h2>Attempts</h2><table><tr><th>student</th><th>name</th><th>#</th>"
+                               f"<th>assignment</th><th>received</th><th>state</th><th>score</th><th>notes</th>"
+                               f"</tr>{students}</table><h2>Class report</h2>{report}")
+
+
+class ClassReport(Base):
+    """grades/report.html, to the instructor only, as untrusted HTML: the feedback's CSP."""
+
+    def set_default_headers(self):
+        super().set_default_headers()
+        self.set_header("Content-Security-Policy", FEEDBACK_CSP)
+
+    def get(self):
+        self.instructor()
+        page = self.portal.root / REPORT
+        if not page.exists():
+            raise tornado.web.HTTPError(404, "no class report yet")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(page.read_bytes())
+
+
 class Portal:
     """The server's shared state: the course folder, its database (a connection per
     thread), the limits."""
 
-    def __init__(self, root: Path, limit: Limit = Limit(), max_upload: int = MAX_UPLOAD, names=None):
+    def __init__(self, root: Path, limit: Limit = Limit(), max_upload: int = MAX_UPLOAD, names=None,
+                 with_results=WITH_RESULTS):
         self.root = Path(root)
         self.limit, self.max_upload = limit, max_upload
         self.assignments = list(names if names is not None else assignments())
+        self.with_results = tuple(with_results)
+        settings(self.root), late.policies(self.root)  # a course folder's mistake stops the start, in one line
         self._store = Store.of(self.root)
+
+    def closed(self, student: str, assignment: str, now: datetime.datetime) -> str | None:
+        """Why ``student`` can no longer hand in ``assignment`` (deadlines.toml, with its grace
+        and their extension, read by ``reporting.late``; portal.toml's ``late``); None: they can."""
+        try:
+            policy = late.policies(self.root).get(assignment)
+            allowed = settings(self.root)["late"]
+        except CourseError as error:
+            raise tornado.web.HTTPError(500, f"the course's settings cannot be read ({error}): tell your "
+                                             "instructor") from None
+        if policy is None or allowed:
+            return None
+        lateness = late.lateness(policy, student, now)
+        if not lateness.days:
+            return None
+        given = "Your extended deadline" if lateness.extended else "The deadline"
+        return (f"{given} for {assignment} was {_minutes(lateness.deadline)}: hand-ins are closed, and this "
+                "course takes no late hand-ins.")
+
+    def deadline_note(self, student: str, assignment: str) -> str:
+        try:
+            policy = late.policies(self.root).get(assignment)
+        except CourseError:
+            return ""
+        if policy is None:
+            return ""
+        closed = self.closed(student, assignment, datetime.datetime.now())
+        return f"(deadline {_minutes(policy.deadline_of(student))}{': closed' if closed else ''})"
 
     def store(self) -> Store:
         return self._store  # Tornado's handlers run on the one event loop thread
@@ -243,5 +412,8 @@ class Portal:
             (r"/submit/([^/]+)", Submit, arguments),
             (r"/submissions/([0-9]{1,12})", Status, arguments),
             (r"/feedback/([0-9]{1,12})", Feedback, arguments),
+            (r"/instructor", Instructor, arguments),
+            (r"/instructor/report", ClassReport, arguments),
+            (r"/instructor/signin/([^/]+)", InstructorSignIn, arguments),
         ], cookie_secret=self._store.secret("cookie_secret", lambda: secrets.token_urlsafe(48)),
             xsrf_cookies=True, xsrf_cookie_kwargs={"httponly": True, "samesite": "Strict"})

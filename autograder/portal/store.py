@@ -67,6 +67,11 @@ CREATE TABLE IF NOT EXISTS students (
     token_hash TEXT,              -- hex SHA-256 of the token's secret; NULL: no valid token
     token_issued REAL
 );
+CREATE TABLE IF NOT EXISTS instructors (
+    id TEXT PRIMARY KEY,          -- INSTRUCTOR: one instructor token per course folder
+    token_hash TEXT,
+    token_issued REAL
+);
 CREATE TABLE IF NOT EXISTS submissions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     student TEXT NOT NULL REFERENCES students(id),
@@ -90,6 +95,8 @@ CREATE TABLE IF NOT EXISTS events (
     note TEXT
 );
 """
+#: the instructor's token is ``_instructor.<secret>``: no student id starts with "_"
+INSTRUCTOR = "_instructor"
 #: compared against when a token names nobody, so that the check takes the same time
 _STAND_IN = hashlib.sha256(b"no such token").hexdigest()
 
@@ -228,6 +235,42 @@ class Store:
         """Whether a session of ``student`` made from the token issued at ``issued`` still holds."""
         row = self.db.execute("SELECT token_issued FROM students WHERE id = ? AND token_hash IS NOT NULL",
                               (student,)).fetchone()
+        return row is not None and repr(row[0]) == issued
+
+    # -- the instructor's token (its own table: a student's token never opens it) ----------
+
+    def issue_instructor_token(self, now: float) -> str | None:
+        """The instructor's new token, or None when one is held (revoke it first)."""
+        secret = secrets.token_urlsafe(32)
+        with self.transaction() as db:
+            row = db.execute("SELECT token_hash FROM instructors WHERE id = ?", (INSTRUCTOR,)).fetchone()
+            if row is not None and row["token_hash"] is not None:
+                return None
+            db.execute("INSERT INTO instructors (id, token_hash, token_issued) VALUES (?, ?, ?) ON CONFLICT (id) "
+                       "DO UPDATE SET token_hash = excluded.token_hash, token_issued = excluded.token_issued",
+                       (INSTRUCTOR, _hash(secret), now))
+        return f"{INSTRUCTOR}.{secret}"
+
+    def revoke_instructor(self) -> bool:
+        """Invalidates the instructor's token (and their sessions); False when none was held."""
+        with self.transaction() as db:
+            changed = db.execute("UPDATE instructors SET token_hash = NULL, token_issued = NULL "
+                                 "WHERE id = ? AND token_hash IS NOT NULL", (INSTRUCTOR,)).rowcount
+        return bool(changed)
+
+    def instructor_sign_in(self, token: str) -> float | None:
+        """When the instructor's token was issued, if ``token`` is it; None otherwise.
+        Constant time in the secret (``hmac.compare_digest``, a stand-in when none is held)."""
+        name, _, secret = str(token).rpartition(".")
+        row = self.db.execute("SELECT token_hash, token_issued FROM instructors WHERE id = ?",
+                              (INSTRUCTOR,)).fetchone()
+        stored = row["token_hash"] if row is not None else None
+        matches = hmac.compare_digest(_hash(secret), stored or _STAND_IN)
+        return row["token_issued"] if matches and stored is not None and secret and name == INSTRUCTOR else None
+
+    def instructor_session_valid(self, issued: str) -> bool:
+        row = self.db.execute("SELECT token_issued FROM instructors WHERE id = ? AND token_hash IS NOT NULL",
+                              (INSTRUCTOR,)).fetchone()
         return row is not None and repr(row[0]) == issued
 
     def secret(self, key: str, make) -> str:

@@ -446,6 +446,50 @@ class TestServer(AsyncHTTPTestCase):
         assert self.fetch(f"/feedback/{sid}").code == 403
 
 
+    # -- the deadline and the late policy (deadlines.toml, read by reporting.late; portal.toml) -----
+
+    def deadlines(self, text: str, settings: str | None = None) -> None:
+        (self.root / "deadlines.toml").write_text(text)
+        if settings is not None:
+            (self.root / "portal.toml").write_text(settings)
+
+    def test_after_the_deadline_a_hand_in_is_403_naming_it_and_not_recorded(self):
+        self.deadlines("[01-ddpg]\ndeadline = 2001-02-03T04:05:00\n[02-td3]\ndeadline = 2100-01-01T00:00:00\n")
+        alice = self.session("alice")
+        refused = self.hand_in(alice)
+        assert refused.code == 403
+        assert ("<p>The deadline for 01-ddpg was 2001-02-03 04:05: hand-ins are closed, and this course takes no "
+                "late hand-ins.</p>") in refused.body.decode()
+        assert self.portal.store().submissions() == [] and not (self.root / "portal" / "uploads").exists()
+        assert self.hand_in(alice, assignment="02-td3").code == 302  # before its deadline
+        home = self.fetch("/", headers={"Cookie": alice["cookie"]}).body.decode()
+        assert "(deadline 2001-02-03 04:05: closed)" in home and "(deadline 2100-01-01 00:00)" in home
+
+    def test_the_grace_period_and_a_students_extension_apply(self):
+        past = (datetime.datetime.now() - datetime.timedelta(minutes=5)).replace(microsecond=0).isoformat()
+        self.deadlines(f"[01-ddpg]\ndeadline = {past}\ngrace_minutes = 15\n"
+                       "[02-td3]\ndeadline = 2001-01-01T00:00:00\n[02-td3.extensions]\nbob = 2100-01-01T12:00:00\n")
+        alice, bob = self.session("alice"), self.session("bob")
+        assert self.hand_in(alice).code == 302  # 5 minutes late, within 15 minutes' grace
+        assert self.hand_in(bob, assignment="02-td3").code == 302  # his extension
+        refused = self.hand_in(alice, assignment="02-td3")
+        assert refused.code == 403 and b"The deadline for 02-td3 was 2001-01-01 00:00" in refused.body
+        self.deadlines("[02-td3]\ndeadline = 2100-01-01T00:00:00\n[02-td3.extensions]\nbob = 2001-01-01T12:00:00\n")
+        late = self.hand_in(bob, assignment="02-td3")  # an extension can also be earlier: it is his deadline
+        assert late.code == 403 and b"Your extended deadline for 02-td3 was 2001-01-01 12:00" in late.body
+
+    def test_a_course_that_takes_late_hand_ins_accepts_them(self):
+        self.deadlines("[01-ddpg]\ndeadline = 2001-02-03T04:05:00\n", "[portal]\nlate = true\n")
+        assert self.hand_in(self.session("alice")).code == 302
+        (self.root / "portal.toml").write_text("late = false\n")
+        assert self.hand_in(self.session("bob")).code == 403
+        (self.root / "portal.toml").write_text("late = 'yes'\n")
+        broken = self.hand_in(self.session("bob"))
+        assert broken.code == 500 and "portal.toml: late = &#x27;yes&#x27;: the portal&#x27;s settings are late = " \
+            "true or late = false): tell your instructor" in broken.body.decode()
+        with pytest.raises(CourseError, match=r"portal.toml: late = 'yes': the portal's settings are late = true"):
+            Portal(self.root)  # and the server does not start
+
     # -- the instructor's page ---------------------------------------------------------
 
     def instructor_session(self) -> dict[str, str]:

@@ -318,7 +318,7 @@ def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> t
 class TestServer(AsyncHTTPTestCase):
     def setUp(self):
         self.root = Path(tempfile.mkdtemp(prefix="portal-"))
-        self.portal = Portal(self.root, Limit(count=2, window=3600), max_upload=4096, names=["01-ddpg", "02-td3"])
+        self.portal = Portal(self.root, Limit(count=2, window=3600), max_upload=4096, names=["01-ddpg", "02-td3", "03-experiment"])
         db = self.portal.store()
         db.add_students([("alice", "Alice"), ("bob", "Bob")])
         self.tokens = {s: db.issue_token(s, now=time.time()) for s in ("alice", "bob")}
@@ -343,9 +343,9 @@ class TestServer(AsyncHTTPTestCase):
         return {"cookie": _cookie_header(cookies), "xsrf": xsrf}
 
     def hand_in(self, session: dict | None, assignment="01-ddpg", data=b'{"cells": []}', filename="nb.ipynb",
-                xsrf: str | None = "right"):
+                xsrf: str | None = "right", more: dict | None = None):
         fields = {} if xsrf is None else {"_xsrf": session["xsrf"] if xsrf == "right" else xsrf}
-        kind, body = _multipart(fields, {"notebook": (filename, data)})
+        kind, body = _multipart(fields, {"notebook": (filename, data), **(more or {})})
         headers = {"Content-Type": kind}
         if session:
             headers["Cookie"] = session["cookie"]
@@ -490,6 +490,47 @@ class TestServer(AsyncHTTPTestCase):
         with pytest.raises(CourseError, match=r"portal.toml: late = 'yes': the portal's settings are late = true"):
             Portal(self.root)  # and the server does not start
 
+    # -- the experiment's results file -----------------------------------------------------
+
+    def test_the_experiments_results_file_is_stored_under_its_own_name_and_placed_next_to_the_notebook(self):
+        alice = self.session("alice")
+        assert b"name='results' accept='.npz'" in self.fetch("/", headers={"Cookie": alice["cookie"]}).body
+        results = _npz()
+        sent = self.hand_in(alice, assignment="03-experiment", filename="../nb.ipynb",
+                            more={"results": ("../../evil.npz", results)})
+        assert sent.code == 302, sent.body
+        (found,) = self.portal.store().submissions("alice")
+        upload = self.root / "portal" / "uploads" / str(found.id)
+        assert sorted(p.name for p in upload.iterdir()) == ["03-experiment-results.npz", "03-experiment.ipynb"]
+        assert (upload / "03-experiment-results.npz").read_bytes() == results
+        assert not list(self.root.parent.glob("evil.npz")) and not list(self.root.rglob("evil.npz"))
+        Dispatcher(self.root, run="d", grade=StandIn(), log=lambda *a: None).once()
+        placed = self.root / "submitted" / "alice" / "03-experiment"
+        assert sorted(p.name for p in placed.iterdir()) == ["03-experiment-results.npz", "03-experiment.ipynb"]
+        assert (placed / "03-experiment-results.npz").read_bytes() == results
+
+    def test_the_experiment_without_its_results_file_is_refused_in_one_line(self):
+        alice = self.session("alice")
+        for more in ({}, {"results": ("r.npz", b"")}):
+            refused = self.hand_in(alice, assignment="03-experiment", more=more)
+            assert refused.code == 400
+            assert ("<p>03-experiment is handed in with its results file 03-experiment-results.npz (your notebook "
+                    "writes it): choose it in the form&#x27;s second field</p>") in refused.body.decode()
+        wrong = self.hand_in(alice, assignment="03-experiment", more={"results": ("r.npz", b"not a zip")})
+        assert wrong.code == 400 and (b"<p>the results file is not an .npz file: hand in the "
+                                      b"03-experiment-results.npz your notebook wrote</p>") in wrong.body
+        assert self.portal.store().submissions() == []
+        # another assignment takes no results file: one sent along is not stored
+        assert self.hand_in(alice, more={"results": ("r.npz", _npz())}).code == 302
+        (found,) = self.portal.store().submissions("alice")
+        assert [p.name for p in (self.root / "portal" / "uploads" / str(found.id)).iterdir()] == ["01-ddpg.ipynb"]
+
+    def test_the_size_limit_is_on_the_whole_hand_in(self):
+        alice = self.session("alice")
+        big = self.hand_in(alice, assignment="03-experiment", data=b"x" * 2500,
+                           more={"results": ("r.npz", b"PK" + b"y" * 2000)})  # each under 4096, not together
+        assert big.code == 413 and self.portal.store().submissions() == []
+
     # -- the instructor's page ---------------------------------------------------------
 
     def instructor_session(self) -> dict[str, str]:
@@ -553,6 +594,16 @@ class TestServer(AsyncHTTPTestCase):
         assert shown.code == 200 and shown.body == report.read_bytes()
         policy = [p.strip() for p in shown.headers["Content-Security-Policy"].split(";")]
         assert policy[0] == "sandbox" and "default-src 'none'" in policy
+
+
+def _npz() -> bytes:
+    import io
+
+    import numpy as np
+
+    out = io.BytesIO()
+    np.savez(out, returns=np.arange(3.0))
+    return out.getvalue()
 
 
 def _cookies(response) -> dict[str, str]:

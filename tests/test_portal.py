@@ -726,3 +726,31 @@ def test_a_second_portal_on_the_same_course_folder_is_refused(tmp_path):
                 pass
     with only_server(tmp_path):  # released: the next start may
         pass
+
+
+QUIET_PROBE = """
+import logging, sys
+from pathlib import Path
+from autograder.grading.driver import _quiet
+from autograder.portal import serve
+log = serve.server_log() if sys.argv[2] == "set-up" else print
+with _quiet(Path(sys.argv[1])):  # as while the driver records a submission
+    logging.getLogger("tornado.access").warning("200 GET /submissions/7")
+    log("portal: a line of the server")
+"""
+
+
+@pytest.mark.parametrize("set_up", ["set-up", "not"])
+def test_the_servers_log_does_not_land_in_a_submissions_log(tmp_path, set_up):
+    import sys
+
+    submission_log = tmp_path / "alice.log"
+    run = subprocess.run([sys.executable, "-c", QUIET_PROBE, str(submission_log), set_up], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = ("200 GET /submissions/7", "portal: a line of the server")
+    if set_up == "set-up":  # serve()'s own set-up: on the terminal, not in the submission's log
+        assert submission_log.read_text() == ""
+        assert all(line in run.stderr for line in lines)
+    else:  # without it, both land in the submission's log (the risk this guards against)
+        assert all(line in submission_log.read_text() for line in lines)

@@ -64,7 +64,7 @@ def serve(root: Path, host: str, port: int, scheduler: str | None, jobs: int, li
                 stop.set()
                 raise CourseError(f"cannot listen on {host}:{port} ({error.strerror}): give another --port") from None
             log(f"portal: http://{host}:{port}/ (students sign in with their links: python -m autograder portal "
-                f"tokens); grading on {scheduler or f'{jobs} local workers'}; Ctrl-C stops it")
+                f"tokens; the instructor's page /instructor with portal tokens --instructor); grading on {scheduler or f'{jobs} local workers'}; Ctrl-C stops it")
             try:
                 tornado.ioloop.IOLoop.current().start()
             except KeyboardInterrupt:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
+import os
 import threading
 from pathlib import Path
 
@@ -33,6 +35,21 @@ def only_server(root: Path):
         yield
 
 
+def server_log() -> callable:
+    """The server's own log, on the terminal it started on, whatever fds 1 and 2 become:
+    the driver sends them to a submission's log while it records one (``driver._quiet``),
+    and Tornado's log lines written meanwhile (from this thread) would land there. A copy
+    of fd 2 taken now is where Tornado's loggers and the returned ``log`` write."""
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    handler = logging.StreamHandler(terminal)
+    handler.setFormatter(logging.Formatter("portal %(asctime)s %(name)s: %(message)s"))
+    for name in ("tornado.access", "tornado.application", "tornado.general"):
+        logger = logging.getLogger(name)
+        logger.handlers, logger.propagate = [handler], False
+        logger.setLevel(logging.INFO)
+    return lambda *text: print(*text, file=terminal, flush=True)
+
+
 def serve(root: Path, host: str, port: int, scheduler: str | None, jobs: int, limits, limit: Limit = Limit(),
           log=print) -> None:
     import tornado.httpserver
@@ -40,6 +57,8 @@ def serve(root: Path, host: str, port: int, scheduler: str | None, jobs: int, li
 
     from autograder.grading import distribute
 
+    if log is print:
+        log = server_log()
     with only_server(root):
         portal = Portal(root, limit)
         with distribute.client(scheduler, jobs) as connected:
@@ -64,7 +83,8 @@ def serve(root: Path, host: str, port: int, scheduler: str | None, jobs: int, li
                 stop.set()
                 raise CourseError(f"cannot listen on {host}:{port} ({error.strerror}): give another --port") from None
             log(f"portal: http://{host}:{port}/ (students sign in with their links: python -m autograder portal "
-                f"tokens; the instructor's page /instructor with portal tokens --instructor); grading on {scheduler or f'{jobs} local workers'}; Ctrl-C stops it")
+                f"tokens; the instructor's page /instructor with portal tokens --instructor); grading on "
+                f"{scheduler or f'{jobs} local workers'}; Ctrl-C stops it")
             try:
                 tornado.ioloop.IOLoop.current().start()
             except KeyboardInterrupt:

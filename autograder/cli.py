@@ -272,6 +272,9 @@ def _lms_arguments(collect_parser: argparse.ArgumentParser, export_parser: argpa
                                 help="the most MB the download may hold once unpacked (default %(default)g)")
     export_parser.add_argument("--partial", action="store_true",
                                help="export even though some answers still wait for a grade by hand")
+    export_parser.add_argument("--roster", type=Path,
+                               help="the LMS ids of the people who handed in through the portal, a CSV: id,name,"
+                                    "email,lms_id (default: ROOT/collected/people.csv, which portal tokens fills)")
     export_parser.add_argument("--column", help="Canvas: the assignment's column, as in a gradebook export: "
                                                 "'<title> (<id>)' (default: the assignment's name)")
 
@@ -293,7 +296,8 @@ def export(args) -> int:
     from autograder.lms import export as lms_export
 
     root = course_root(args.root)
-    for line in lms_export.export(root, args.lms, args.assignment, partial=args.partial, column=args.column):
+    for line in lms_export.export(root, args.lms, args.assignment, partial=args.partial, column=args.column,
+                                  roster=args.roster):
         print(line)
     return 0
 
@@ -345,7 +349,7 @@ def portal(args) -> int:
 
     from autograder.course import COLLECTED
     from autograder.isolation import inert
-    from autograder.lms.collect import PEOPLE, read_people
+    from autograder.lms.collect import PEOPLE, merge_people, read_people
     from autograder.portal.store import Store
 
     root = course_root(args.root)
@@ -387,6 +391,10 @@ def portal(args) -> int:
         raise CourseError(f"no roster: give --roster a CSV of the class (id,name,email,lms_id), or collect a "
                           f"download first (it writes {shown(root / COLLECTED / PEOPLE)})")
     people = read_people(Path(roster))
+    recorded = root / COLLECTED / PEOPLE
+    if Path(roster).resolve() != recorded.resolve():
+        merge_people(recorded, people)  # export finds the portal's students' LMS ids there
+        print(f"recorded the roster's {len(people)} people (LMS ids for export) in {shown(recorded)}")
     db = Store.of(root)
     db.add_students([(p.id, p.name) for p in people])
     base = args.url.rstrip("/")

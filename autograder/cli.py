@@ -251,7 +251,9 @@ recorded. Writes ROOT/grades/<lms>-<assignment>.csv (Moodle: the grading workshe
 "Upload grading worksheet"; Canvas: a gradebook import, for Grades > Import) and
 ROOT/grades/<lms>-<assignment>-feedback.zip (Moodle: "Upload multiple feedback files in a
 zip"; Canvas: "Re-Upload Submissions"). Refuses while answers wait for a grade by hand
-(make formgrader), unless --partial.
+(make formgrader), unless --partial. Hand-ins made through the portal take their people's
+LMS ids from the roster given to portal tokens (kept in ROOT/collected/people.csv), or from
+--roster; Moodle's number is each assignment's own ("Participant N" in its worksheet).
 """
 
 

@@ -241,12 +241,14 @@ def test_a_student_hands_in_with_a_browser(portal, tmp_path):
         assert "test_actor_loss" in text and "hi" in text, text[:500]
         leaked = [line for line in sample_class.hidden_lines(ASSIGNMENT) if line in text]
         assert not leaked, leaked[:3]
-        # the grader's sanitizer took the scripts out; the portal's sandbox must hold even
-        # when one gets through: put one in the feedback page served, and load it again
+        assert not [m for m in tab.console() if MARKER in m], tab.console()
+        # the grader took the scripts out and its page forbids scripts itself (a CSP <meta>);
+        # the portal's sandbox must hold on its own: a feedback page that lost both, loaded again
         sid = path.rsplit("/", 1)[1]
         page = portal["root"] / "portal" / "feedback" / f"{sid}.html"
-        page.write_text(page.read_text() + f"<script>console.log('{MARKER}')</script>"
-                                           f"<img src='data:,' onerror=\"console.log('{MARKER}')\">")
+        assert "script-src 'none'" in page.read_text()
+        page.write_text(f"<!doctype html><html><body><p>hi</p><script>console.log('{MARKER}')</script>"
+                        f"<img src='data:,' onerror=\"console.log('{MARKER}')\"></body></html>")
         tab.navigate(f"http://127.0.0.1:{portal['server'].port}{path}")
         time.sleep(1.5)
         tab.evaluate("1")

@@ -69,11 +69,14 @@ class Dispatcher:
     server gives one on a client it keeps open, so that no cluster starts per hand-in)."""
 
     def __init__(self, root: Path, run: str | None = None, grade=driver.grade, engine=None, limits=None,
-                 jobs: int = 2, scheduler: str | None = None, log=print):
+                 jobs: int = 2, scheduler: str | None = None, log=print, batch: bool = False):
         self.root = Path(root)
         self.store = Store.of(self.root, run)
         self.grade, self.engine, self.limits = grade, engine, limits
         self.jobs, self.scheduler, self.log = jobs, scheduler, log
+        #: one ``grade`` call per assignment for the whole claimed batch (its submissions
+        #: graded at once on the workers), instead of one call per hand-in, one after another
+        self.batch = batch
 
     def recover(self) -> list[Submission]:
         return self.store.recover(time.time(), complete=lambda i: (self.root / UPLOADS / str(i)).is_dir())
@@ -83,12 +86,28 @@ class Dispatcher:
         claimed = self.store.claim(time.time())
         for submission in claimed:
             place(self.root, submission)
-            try:
-                results = self.grade(self.root, submission.student, submission.assignment, jobs=self.jobs,
-                                     log=self.log, limits=self.limits, scheduler=self.scheduler, engine=self.engine)
-            except Exception as error:  # noqa: BLE001 - one hand-in's failure is its row, never the server's
+        graded: dict[int, list | Exception] = {}
+        if self.batch:  # the driver grades what changed in the assignment: every hand-in just placed
+            for assignment in dict.fromkeys(s.assignment for s in claimed):
+                try:
+                    results = self.grade(self.root, None, assignment, jobs=self.jobs, log=self.log,
+                                         limits=self.limits, scheduler=self.scheduler, engine=self.engine)
+                except Exception as error:  # noqa: BLE001 - the batch's rows fail, never the server
+                    results = error
+                graded.update({s.id: results for s in claimed if s.assignment == assignment})
+        for submission in claimed:
+            if submission.id in graded:
+                results = graded[submission.id]
+            else:
+                try:
+                    results = self.grade(self.root, submission.student, submission.assignment, jobs=self.jobs,
+                                         log=self.log, limits=self.limits, scheduler=self.scheduler,
+                                         engine=self.engine)
+                except Exception as error:  # noqa: BLE001 - one hand-in's failure is its row, never the server's
+                    results = error
+            if isinstance(results, Exception):
                 self.store.finish(submission.id, time.time(),
-                                  reason=f"the grader stopped on it ({type(error).__name__}: {error})")
+                                  reason=f"the grader stopped on it ({type(results).__name__}: {results})")
                 continue
             result = next((r for r in results if (r.student, r.assignment) ==
                            (submission.student, submission.assignment)), None)

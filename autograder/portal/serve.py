@@ -68,7 +68,8 @@ def serve(root: Path, host: str, port: int, scheduler: str | None, jobs: int, li
             def engine(_scheduler, _jobs, _log):  # the client stays open: no cluster per hand-in
                 yield lambda common, work, limits: distribute.grade(connected, common, work, limits)
 
-            dispatcher = Dispatcher(root, engine=engine, limits=limits, jobs=jobs, scheduler=scheduler, log=log)
+            dispatcher = Dispatcher(root, engine=engine, limits=limits, jobs=jobs, scheduler=scheduler, log=log,
+                                    batch=True)
             again = dispatcher.recover()
             if again:
                 log(f"portal: {len(again)} hand-ins left by a stopped server: "

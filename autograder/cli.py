@@ -26,6 +26,7 @@ COMMANDS = {
     "collect": "bring a Moodle or Canvas download of all submissions into submitted/<student>/<assignment>/",
     "export": "write the grades and feedback of an assignment for upload to Moodle or Canvas",
     "audit": "grade mutants of the solutions (plausible bugs) with the tests: which ones the tests miss",
+    "portal": "the submission portal: print each student's sign-in link (tokens), revoke one, or serve it",
 }
 
 GRADE_EPILOG = """\
@@ -91,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     formgrader.add_argument("--port", type=int, default=8888, help="the port on 127.0.0.1 (default %(default)s)")
     _audit_arguments(commands.choices["audit"])
     _lms_arguments(commands.choices["collect"], commands.choices["export"])
+    _portal_arguments(commands.choices["portal"])
     return main
 
 
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
     try:
         return {"release": release, "publish": publish, "handout": handout, "grade": grade, "report": report,
                 "formgrader": formgrader, "audit": audit, "collect": collect,
-                "export": export}[args.command](args)
+                "export": export, "portal": portal}[args.command](args)
     except CourseError as error:
         from autograder.isolation import inert
 
@@ -255,7 +257,9 @@ recorded. Writes ROOT/grades/<lms>-<assignment>.csv (Moodle: the grading workshe
 "Upload grading worksheet"; Canvas: a gradebook import, for Grades > Import) and
 ROOT/grades/<lms>-<assignment>-feedback.zip (Moodle: "Upload multiple feedback files in a
 zip"; Canvas: "Re-Upload Submissions"). Refuses while answers wait for a grade by hand
-(make formgrader), unless --partial.
+(make formgrader), unless --partial. Hand-ins made through the portal take their people's
+LMS ids from the roster given to portal tokens (kept in ROOT/collected/people.csv), or from
+--roster; Moodle's number is each assignment's own ("Participant N" in its worksheet).
 """
 
 
@@ -276,6 +280,9 @@ def _lms_arguments(collect_parser: argparse.ArgumentParser, export_parser: argpa
                                 help="the most MB the download may hold once unpacked (default %(default)g)")
     export_parser.add_argument("--partial", action="store_true",
                                help="export even though some answers still wait for a grade by hand")
+    export_parser.add_argument("--roster", type=Path,
+                               help="the LMS ids of the people who handed in through the portal, a CSV: id,name,"
+                                    "email,lms_id (default: ROOT/collected/people.csv, which portal tokens fills)")
     export_parser.add_argument("--column", help="Canvas: the assignment's column, as in a gradebook export: "
                                                 "'<title> (<id>)' (default: the assignment's name)")
 
@@ -297,6 +304,118 @@ def export(args) -> int:
     from autograder.lms import export as lms_export
 
     root = course_root(args.root)
-    for line in lms_export.export(root, args.lms, args.assignment, partial=args.partial, column=args.column):
+    for line in lms_export.export(root, args.lms, args.assignment, partial=args.partial, column=args.column,
+                                  roster=args.roster):
         print(line)
+    return 0
+
+
+PORTAL_EPILOG = """\
+Each student signs in to the portal with a link of their own, made from a token that only
+its SHA-256 is kept of (in ROOT/portal/portal.sqlite): a link is printed once, when it is
+made. Send each student theirs. A student who holds a token gets no new one until it is
+revoked.
+
+examples:
+  python -m autograder portal tokens --root ~/rl --roster roster.csv --url https://grader.example.org/rl
+  python -m autograder portal revoke ada-lovelace --root ~/rl     then tokens again: a new link for her
+  python -m autograder portal tokens --instructor --root ~/rl --url https://grader.example.org/rl
+                                            the instructor's link (the /instructor page), printed once
+"""
+
+
+def _portal_arguments(portal_parser: argparse.ArgumentParser) -> None:
+    portal_parser.epilog, portal_parser.formatter_class = PORTAL_EPILOG, argparse.RawDescriptionHelpFormatter
+    verbs = portal_parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    tokens = verbs.add_parser("tokens", help="make a token for each student of the roster who has none, "
+                                             "and print their sign-in links (once)")
+    tokens.add_argument("--roster", type=Path,
+                        help="a CSV of the class: id,name,email,lms_id (default: ROOT/collected/people.csv)")
+    tokens.add_argument("--url", default="http://127.0.0.1:8000",
+                        help="the portal's address as students reach it (default %(default)s)")
+    tokens.add_argument("--instructor", action="store_true",
+                        help="make the instructor's token instead (the /instructor page), and print its link once")
+    revoke = verbs.add_parser("revoke", help="revoke a student's token: their link stops working")
+    revoke.add_argument("student", metavar="STUDENT", nargs="?", help="the student's id (the roster's)")
+    revoke.add_argument("--instructor", action="store_true", help="revoke the instructor's token instead")
+    serve = verbs.add_parser("serve", help="start the portal: students hand in, it grades and shows the feedback")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default %(default)s; "
+                                                           "behind a reverse proxy that does TLS)")
+    serve.add_argument("--port", type=int, default=8000, help="default %(default)s")
+    serve.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                       help="submissions graded at once on this machine (default %(default)s)")
+    serve.add_argument("--scheduler", default=os.environ.get("SCHEDULER") or None,
+                       help="a Dask cluster's scheduler, tcp://HOST:PORT (default: a local cluster of --jobs workers)")
+    serve.add_argument("--per-hour", type=int, default=3,
+                       help="gradings per student per assignment within an hour (default %(default)s)")
+    for verb in (tokens, revoke, serve):
+        _root_argument(verb)
+
+
+def portal(args) -> int:
+    import time
+
+    from autograder.course import COLLECTED
+    from autograder.isolation import inert
+    from autograder.lms.collect import PEOPLE, merge_people, read_people
+    from autograder.portal.store import Store
+
+    root = course_root(args.root)
+    if args.verb == "serve":
+        from autograder.isolation import sandbox
+        from autograder.portal.serve import serve
+        from autograder.portal.store import Limit
+
+        if args.per_hour < 1:
+            raise CourseError(f"--per-hour {args.per_hour}: give at least 1")
+        try:
+            sandbox.check_available()
+        except sandbox.SandboxUnavailable as error:
+            raise CourseError(str(error)) from None
+        serve(root, args.host, args.port, args.scheduler, args.jobs, sandbox.Limits(), Limit(args.per_hour, 3600))
+        return 0
+    if args.verb == "revoke" and args.instructor:
+        print("revoked the instructor's token: its link no longer signs in" if Store.of(root).revoke_instructor()
+              else "no instructor's token was held: nothing to revoke")
+        return 0
+    if args.verb == "revoke" and not args.student:
+        raise CourseError("portal revoke: give the STUDENT whose token to revoke, or --instructor")
+    if args.verb == "tokens" and args.instructor:
+        token = Store.of(root).issue_instructor_token(now=time.time())
+        if token is None:
+            print("the instructor already holds a token (its link was printed when it was made): python -m "
+                  "autograder portal revoke --instructor, then tokens --instructor again, makes a new one")
+        else:
+            print(f"instructor  {args.url.rstrip('/')}/instructor/signin/{token}  (shown only now: keep it secret)")
+        return 0
+    if args.verb == "revoke":
+        db = Store.of(root)
+        had = db.revoke(args.student)
+        print(f"revoked {args.student}'s token: their link no longer signs in" if had
+              else f"{args.student} held no token: nothing to revoke")
+        return 0
+    roster = args.roster or root / COLLECTED / PEOPLE
+    if not Path(roster).exists():
+        raise CourseError(f"no roster: give --roster a CSV of the class (id,name,email,lms_id), or collect a "
+                          f"download first (it writes {shown(root / COLLECTED / PEOPLE)})")
+    people = read_people(Path(roster))
+    recorded = root / COLLECTED / PEOPLE
+    if Path(roster).resolve() != recorded.resolve():
+        merge_people(recorded, people)  # export finds the portal's students' LMS ids there
+        print(f"recorded the roster's {len(people)} people (LMS ids for export) in {shown(recorded)}")
+    db = Store.of(root)
+    db.add_students([(p.id, p.name) for p in people])
+    base = args.url.rstrip("/")
+    held = 0
+    for person in people:
+        token = db.issue_token(person.id, now=time.time())
+        if token is None:
+            held += 1
+        else:
+            print(inert.text(f"{person.id}  {base}/signin/{token}  {person.name} <{person.email}>"))
+    if held:
+        print(f"{held} students already hold a token (its link was printed when it was made): "
+              "python -m autograder portal revoke STUDENT, then tokens again, gives one a new link")
+    if held < len(people):
+        print(f"{len(people) - held} links above, each shown only now: send each student theirs")
     return 0

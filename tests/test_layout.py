@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: the grader's layers, from the bottom: a module may import its own layer and those below
 LAYERS = ["autograder.course", "autograder.isolation", "autograder.reporting", "autograder.grading",
-          "autograder.lms", "autograder.audit", "autograder.cli", "autograder.__main__", "autograder.nbgrader_config"]
+          "autograder.lms", "autograder.audit", "autograder.portal", "autograder.cli", "autograder.__main__", "autograder.nbgrader_config"]
 #: the package itself (its docstring)
 BOTTOM = {"autograder"}
 

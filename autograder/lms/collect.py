@@ -103,6 +103,20 @@ def write_people(path: Path, people: list[Person]) -> None:
             writer.writerow([p.id, p.name, p.email, p.lms_id])
 
 
+def merge_people(path: Path, people: list[Person]) -> None:
+    """Records a roster's people in ``path`` (``ROOT/collected/people.csv``, which export reads):
+    a person already there keeps what the roster leaves blank; the others are added."""
+    known = {p.id: p for p in (read_people(path) if path.exists() else [])}
+    for person in people:
+        before = known.get(person.id)
+        if before is None:
+            known[person.id] = Person(person.id, person.name, person.email, person.lms_id)
+        else:
+            before.name, before.email = person.name or before.name, person.email or before.email
+            before.lms_id = person.lms_id or before.lms_id
+    write_people(path, list(known.values()))
+
+
 def gather(folder: Path, lms: str, times: dict[str, tuple]) -> tuple[dict[str, HandIn], list[str]]:
     """The unpacked download's files by person (the LMS's id), and the files of nobody."""
     collector = Collector(named_regexp=formats.NAMED_REGEXP[lms], valid_ext=[".ipynb", ".npz"])

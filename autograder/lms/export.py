@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -50,7 +51,51 @@ def _comment(row: dict | None, files: bool) -> str:
     return text + " The attached feedback file shows each test."
 
 
-def export(root: Path, lms: str, assignment: str, partial: bool = False, column: str | None = None) -> list[str]:
+def moodle_prefix(name: str, participant: str) -> str:
+    """The folder Moodle's "Download all submissions" gives a participant's files, which its
+    "Upload multiple feedback files in a zip" reads back (it matches the participant number
+    and the plugin, ``assignsubmission_file``; the name is Moodle's full name without "_")."""
+    name = re.sub(r'[\x00-\x1f\x7f/\\:*?"<>|]', "", name.replace("_", " ")).strip() or "Participant"
+    return f"{name}_{participant}_assignsubmission_file_/"
+
+
+def _people(root: Path, assignment: str, lms: str, students: dict, roster: Path | None) -> tuple[dict, list[str]]:
+    """Each person of the record with the LMS fields export needs. A hand-in that came only
+    through the portal (its entry has ``portal_submission`` and none of collect's fields)
+    takes the person's name, email and LMS id from the roster (``portal tokens --roster``
+    recorded it in ROOT/collected/people.csv); collect's entry, where there is one, wins.
+    Also the students whose hand-in came through the portal (for the Canvas note)."""
+    from autograder.lms.collect import PEOPLE, read_people
+
+    path = Path(roster) if roster else root / COLLECTED / PEOPLE
+    portal = sorted(s for s, p in students.items() if "lms_id" not in p and p.get("portal_submission"))
+    known = {p.id: p for p in read_people(path)} if portal and (roster or path.exists()) else {}
+    missing = [s for s in portal if s not in known or not known[s].lms_id.isdigit()]
+    if missing:
+        what = {formats.MOODLE: "their participant number in this assignment (Moodle's grading worksheet: "
+                                "'Participant N')", formats.CANVAS: "their Canvas user id"}[lms]
+        raise CourseError(f"{', '.join(missing)} handed in {assignment} through the portal but "
+                          f"{'have' if len(missing) > 1 else 'has'} no LMS id (a number) in {shown(path)}: give "
+                          f"{what} in its column lms_id (or run portal tokens --roster with a roster that has it), "
+                          "then export again")
+    people = {}
+    for student, entry in students.items():
+        entry = dict(entry)
+        if student in portal:
+            person = known[student]
+            entry.update(name=person.name or student, email=person.email, lms_id=person.lms_id,
+                         files={"portal": entry["portal_submission"]},
+                         prefix=moodle_prefix(person.name, person.lms_id) if lms == formats.MOODLE else "")
+        elif entry.get("portal_submission") and not entry.get("files"):
+            entry["files"] = {"portal": entry["portal_submission"]}  # collected empty, then handed in on the portal
+        entry.setdefault("name", student)
+        entry.setdefault("prefix", "")
+        people[student] = entry
+    return people, portal
+
+
+def export(root: Path, lms: str, assignment: str, partial: bool = False, column: str | None = None,
+           roster: Path | None = None) -> list[str]:
     """Writes the LMS's grade CSV and feedback zip under root/grades/; the lines to print."""
     if assignment not in assignments():
         raise CourseError(f"no assignment {assignment!r}: the assignments are {', '.join(assignments())}")
@@ -59,10 +104,10 @@ def export(root: Path, lms: str, assignment: str, partial: bool = False, column:
         raise CourseError(f"nothing collected for {assignment} in {shown(root)} (no {shown(record_path)}): export "
                           f"sends back what `python -m autograder collect ... --assignment {assignment}` brought in")
     record = json.loads(record_path.read_text())
-    if record.get("lms") != lms:
+    if record.get("lms") not in (None, lms):  # None: every hand-in came through the portal
         raise CourseError(f"{assignment} was collected from {record.get('lms')}, not {lms}: export with --lms "
                           f"{record.get('lms')}")
-    people = record["students"]
+    people, portal = _people(root, assignment, lms, record.get("students", {}), roster)
     grades = _grades(root, assignment)
     waiting = {s: int(grades[s].get("to_grade") or 0) for s in people
                if s in grades and grades[s]["status"] == GRADED and int(grades[s].get("to_grade") or 0)}
@@ -109,7 +154,7 @@ def export(root: Path, lms: str, assignment: str, partial: bool = False, column:
             writer.writerow([inert.csv_cell(person["name"]), person["lms_id"], "", "", "", grade])
         exported += graded
         html = root / "feedback" / student / assignment / f"{assignment}.html"
-        if graded and html.exists():
+        if graded and html.exists() and person["prefix"]:
             feedback[f"{person['prefix']}{assignment}-feedback.html"] = html
     temporary = csv_path.with_suffix(".tmp")
     temporary.write_text(text.getvalue())
@@ -123,6 +168,10 @@ def export(root: Path, lms: str, assignment: str, partial: bool = False, column:
               formats.CANVAS: ("Grades > Import", "the assignment's 'Re-Upload Submissions'")}[lms]
     lines = [f"wrote {shown(csv_path)} ({exported} grades of {len(people)} people; upload it with {upload[0]})",
              f"wrote {shown(zip_path)} ({len(feedback)} feedback files; upload it with {upload[1]})"]
+    if lms == formats.CANVAS and portal:
+        lines.append(f"no feedback file in the zip for the {len(portal)} hand-ins made through the portal "
+                     f"({', '.join(portal)}): Canvas's Re-Upload Submissions attaches a file only to a file handed "
+                     "in on Canvas (it reads that file's id in the name); they read their feedback on the portal")
     if waiting:
         lines.append(f"partial: {count(sum(waiting.values()), 'answer')} of {', '.join(sorted(waiting))} "
                      f"{'is' if sum(waiting.values()) == 1 else 'are'} not graded by hand yet")

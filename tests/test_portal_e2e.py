@@ -259,3 +259,30 @@ def test_a_student_hands_in_with_a_browser(portal, tmp_path):
         time.sleep(1.5)
         tab.evaluate("1")
         assert not [m for m in tab.console() if MARKER in m], tab.console()
+
+
+def test_the_instructor_sees_both_students_in_a_browser(graded, portal):
+    # the instructor's link, as an instructor makes it; the page in headless Chromium
+    _chromium_or_skip()
+    port = portal["server"].port
+    made = cli("portal", "tokens", "--instructor", "--root", COURSE, "--url", f"http://127.0.0.1:{port}")
+    assert made.returncode == 0, made.stderr
+    [link] = re.findall(r"http://127\.0\.0\.1:\d+/instructor/signin/\S+", made.stdout)
+    with browser.Chromium(timeout=60) as chromium:
+        tab = Tab(chromium)
+        tab.navigate(link)
+        assert tab.evaluate("location.pathname") == "/instructor"
+        rows = tab.evaluate("Array.from(document.querySelectorAll('table')[2].rows).slice(1)"
+                            ".map(r => Array.from(r.cells).map(c => c.innerText))")
+        for sample in (SOLUTION, BUG):
+            expected = sample_class.expected_scores(sample, sample_class.max_scores(ASSIGNMENT))
+            total = sum(p for p in expected.values() if p is not None)
+            mine = [r for r in rows if r[0] == sample.student]
+            assert len(mine) == 1, rows
+            assert mine[0][3] == ASSIGNMENT and mine[0][5] == "graded", mine
+            assert float(mine[0][6].split(" / ")[0]) == total, (mine, total)
+    with browser.Chromium(timeout=60) as chromium:  # a browser of its own: a student's, whose link does not open it
+        tab = Tab(chromium)
+        tab.navigate(portal["links"][SOLUTION.student])
+        tab.navigate(f"http://127.0.0.1:{port}/instructor")
+        assert "this page is the instructor's" in tab.evaluate("document.body.innerText")

@@ -259,6 +259,31 @@ def test_a_student_hands_in_with_a_browser(portal, tmp_path):
         time.sleep(1.5)
         tab.evaluate("1")
         assert not [m for m in tab.console() if MARKER in m], tab.console()
+        # then the same student hands in a bug (bug-actor-sign's notebook) and reads its exact scores
+        buggy = tmp_path / "01-ddpg again.ipynb"
+        buggy.write_bytes(_notebook(BUG))
+        tab.navigate(f"http://127.0.0.1:{portal['server'].port}/")
+        document = chromium.send("DOM.getDocument", {}, tab.session)["root"]["nodeId"]
+        field = chromium.send("DOM.querySelector", {"nodeId": document, "selector": f"{form} input[type=file]"},
+                              tab.session)["nodeId"]
+        chromium.send("DOM.setFileInputFiles", {"files": [str(buggy)], "nodeId": field}, tab.session)
+        tab.submit(form)
+        second = tab.evaluate("location.pathname")
+        assert re.fullmatch(r"/submissions/\d+", second) and second != path, second
+        deadline = time.monotonic() + GRADING
+        while "graded" not in (state := tab.evaluate("document.querySelector('p').innerText")):
+            assert "failed" not in state and time.monotonic() < deadline, state
+            time.sleep(2)
+            tab.navigate(f"http://127.0.0.1:{portal['server'].port}{second}")
+        shown = tab.evaluate("Array.from(document.querySelectorAll('tr')).slice(1)"
+                             ".map(r => [r.cells[0].innerText, r.cells[1].innerText])")
+        scores = {test: None if points.startswith("to grade by hand") else float(points.split(" / ")[0])
+                  for test, points in shown}
+        assert scores == sample_class.expected_scores(BUG, sample_class.max_scores(ASSIGNMENT))
+        time.sleep(1)
+        text = tab.frame_text()
+        assert "test_actor_loss" in text
+        assert not [line for line in sample_class.hidden_lines(ASSIGNMENT) if line in text]
 
 
 def test_the_instructor_sees_both_students_in_a_browser(graded, portal):

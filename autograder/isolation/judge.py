@@ -396,6 +396,7 @@ class Remote:
             raise AssertionError("the algorithm has no best policy: it was never evaluated")
         evaluation = best.get("evaluation")
         if type(evaluation) is not int or not 0 <= evaluation < MAX_EVALUATIONS:
+            self._judge.refused = True  # a forged claim: no retraining to name a function either
             raise AssertionError(
                 f"the algorithm claims its best policy was found at evaluation {str(evaluation)[:40]}; the grader "
                 f"replays at most {MAX_EVALUATIONS} evaluations (the learning test makes 7): refused, not replayed")
@@ -440,6 +441,7 @@ class Judge:
         self.budget_deadline = float("inf")  # monotonic
         self.displays: list[dict] = []  # outputs of the test other than text (the learning curve)
         self.requests = 0
+        self.refused = False  # the student's process claimed what the judge refuses to replay
         self.namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
 
     # --- requests
@@ -1009,7 +1011,7 @@ def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: 
             # not for code left unwritten (its error says so already), a time limit or tampering
             unwritten = error and (error[0] == "NotImplementedError" or "is not written yet:" in str(error[1]))
             if retrainings and error and error[0] not in (TIME_LIMIT, TAMPERING) and not unwritten \
-                    and not student.tampering:
+                    and not student.tampering and not judge.refused:
                 verdicts[label]["displays"].append(attribute(source_nb, submission, cells, names, limits, timeout,
                                                              slow, label, verdicts, retrainings, judge.budget_deadline))
     finally:

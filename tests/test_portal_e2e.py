@@ -16,13 +16,14 @@ import re
 import shutil
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
 import browser
 import sample_class
 from conftest import REPO, cli
-from portal_client import Student, cli_server, free_port, links, write_roster
+from portal_client import Student, cli_server, free_port, sign_in_links
 
 #: relative to the repository's root, with a space, as instructors name folders
 COURSE = "outputs/portal e2e"
@@ -56,13 +57,8 @@ def portal():
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     students = [SOLUTION.student, BUG.student, BROWSER_STUDENT]
-    write_roster(root, students)
     port = free_port()
-    made = cli("portal", "tokens", "--root", COURSE, "--roster", f"{COURSE}/roster.csv",
-               "--url", f"http://127.0.0.1:{port}")
-    assert made.returncode == 0, made.stderr
-    signin = links(made.stdout)
-    assert sorted(signin) == sorted(students), made.stdout
+    signin = sign_in_links(COURSE, students, port)
     server = cli_server(COURSE, port, root / "server.log", "--jobs", "2").start()
     try:
         yield {"root": root, "links": signin, "server": server}
@@ -193,6 +189,27 @@ class Tab:
         self.evaluate(f"document.querySelector({json.dumps(form_selector)}).submit()")
         self._pump("Page.loadEventFired")
 
+    def hand_in(self, base: str, form: str, notebook: Path) -> tuple[str, dict]:
+        """From the hand-in page: the notebook chosen in the form's file input, the form sent,
+        its submission's page read again until graded. Its path and the scores it shows."""
+        document = self.chromium.send("DOM.getDocument", {}, self.session)["root"]["nodeId"]
+        field = self.chromium.send("DOM.querySelector", {"nodeId": document, "selector": f"{form} input[type=file]"},
+                                   self.session)["nodeId"]
+        assert field
+        self.chromium.send("DOM.setFileInputFiles", {"files": [str(notebook)], "nodeId": field}, self.session)
+        self.submit(form)
+        path = self.evaluate("location.pathname")
+        assert re.fullmatch(r"/submissions/\d+", path), path
+        deadline = time.monotonic() + GRADING
+        while "graded" not in (state := self.evaluate("document.querySelector('p').innerText")):
+            assert "failed" not in state and time.monotonic() < deadline, state
+            time.sleep(2)
+            self.navigate(f"{base}{path}")
+        shown = self.evaluate("Array.from(document.querySelectorAll('tr')).slice(1)"
+                              ".map(r => [r.cells[0].innerText, r.cells[1].innerText])")
+        return path, {test: None if points.startswith("to grade by hand") else float(points.split(" / ")[0])
+                      for test, points in shown}
+
     def frame_text(self) -> str:
         """The text of the page's one iframe, read in the frame itself (another origin)."""
         tree = self.chromium.send("Page.getFrameTree", {}, self.session)["frameTree"]
@@ -218,23 +235,8 @@ def test_a_student_hands_in_with_a_browser(portal, tmp_path):
         tab.navigate(portal["links"][BROWSER_STUDENT])  # redirected to the hand-in page
         assert tab.evaluate("location.pathname") == "/"
         form = f"form[action='/submit/{ASSIGNMENT}']"
-        document = chromium.send("DOM.getDocument", {}, tab.session)["root"]["nodeId"]
-        field = chromium.send("DOM.querySelector", {"nodeId": document, "selector": f"{form} input[type=file]"},
-                              tab.session)["nodeId"]
-        assert field
-        chromium.send("DOM.setFileInputFiles", {"files": [str(notebook)], "nodeId": field}, tab.session)
-        tab.submit(form)
-        path = tab.evaluate("location.pathname")
-        assert re.fullmatch(r"/submissions/\d+", path), path
-        deadline = time.monotonic() + GRADING
-        while "graded" not in (state := tab.evaluate("document.querySelector('p').innerText")):
-            assert "failed" not in state and time.monotonic() < deadline, state
-            time.sleep(2)
-            tab.navigate(f"http://127.0.0.1:{portal['server'].port}{path}")
-        shown = tab.evaluate("Array.from(document.querySelectorAll('tr')).slice(1)"
-                             ".map(r => [r.cells[0].innerText, r.cells[1].innerText])")
-        scores = {test: None if points.startswith("to grade by hand") else float(points.split(" / ")[0])
-                  for test, points in shown}
+        base = f"http://127.0.0.1:{portal['server'].port}"
+        path, scores = tab.hand_in(base, form, notebook)
         assert scores == sample_class.expected_scores(SOLUTION, sample_class.max_scores(ASSIGNMENT))
         time.sleep(1)  # the frame's load
         text = tab.frame_text()
@@ -249,36 +251,22 @@ def test_a_student_hands_in_with_a_browser(portal, tmp_path):
         assert "script-src 'none'" in page.read_text()
         page.write_text(f"<!doctype html><html><body><p>hi</p><script>console.log('{MARKER}')</script>"
                         f"<img src='data:,' onerror=\"console.log('{MARKER}')\"></body></html>")
-        tab.navigate(f"http://127.0.0.1:{portal['server'].port}{path}")
+        tab.navigate(f"{base}{path}")
         time.sleep(1.5)
         tab.evaluate("1")
         assert "hi" in tab.frame_text()
         assert not [m for m in tab.console() if MARKER in m], tab.console()
         # opened on its own (not in its frame), the page is still a sandbox without script
-        tab.navigate(f"http://127.0.0.1:{portal['server'].port}/feedback/{sid}")
+        tab.navigate(f"{base}/feedback/{sid}")
         time.sleep(1.5)
         tab.evaluate("1")
         assert not [m for m in tab.console() if MARKER in m], tab.console()
         # then the same student hands in a bug (bug-actor-sign's notebook) and reads its exact scores
         buggy = tmp_path / "01-ddpg again.ipynb"
         buggy.write_bytes(_notebook(BUG))
-        tab.navigate(f"http://127.0.0.1:{portal['server'].port}/")
-        document = chromium.send("DOM.getDocument", {}, tab.session)["root"]["nodeId"]
-        field = chromium.send("DOM.querySelector", {"nodeId": document, "selector": f"{form} input[type=file]"},
-                              tab.session)["nodeId"]
-        chromium.send("DOM.setFileInputFiles", {"files": [str(buggy)], "nodeId": field}, tab.session)
-        tab.submit(form)
-        second = tab.evaluate("location.pathname")
-        assert re.fullmatch(r"/submissions/\d+", second) and second != path, second
-        deadline = time.monotonic() + GRADING
-        while "graded" not in (state := tab.evaluate("document.querySelector('p').innerText")):
-            assert "failed" not in state and time.monotonic() < deadline, state
-            time.sleep(2)
-            tab.navigate(f"http://127.0.0.1:{portal['server'].port}{second}")
-        shown = tab.evaluate("Array.from(document.querySelectorAll('tr')).slice(1)"
-                             ".map(r => [r.cells[0].innerText, r.cells[1].innerText])")
-        scores = {test: None if points.startswith("to grade by hand") else float(points.split(" / ")[0])
-                  for test, points in shown}
+        tab.navigate(f"{base}/")
+        second, scores = tab.hand_in(base, form, buggy)
+        assert second != path, second
         assert scores == sample_class.expected_scores(BUG, sample_class.max_scores(ASSIGNMENT))
         time.sleep(1)
         text = tab.frame_text()

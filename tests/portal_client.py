@@ -38,6 +38,20 @@ def write_roster(root: Path, students: list[str]) -> Path:
     return path
 
 
+def sign_in_links(course: str, students: list[str], port: int) -> dict[str, str]:
+    """The roster of ``students`` written in the course folder ``course`` (relative to the
+    repository), and their links made by `portal tokens` as an instructor types it."""
+    from conftest import cli
+
+    write_roster(REPO / course, students)
+    made = cli("portal", "tokens", "--root", course, "--roster", f"{course}/roster.csv",
+               "--url", f"http://127.0.0.1:{port}")
+    assert made.returncode == 0, made.stderr
+    found = links(made.stdout)
+    assert sorted(found) == sorted(students), made.stdout
+    return found
+
+
 def links(tokens_output: str) -> dict[str, str]:
     """{student: sign-in link} from what `portal tokens` printed."""
     found = {}

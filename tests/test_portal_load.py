@@ -18,8 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import sample_class
-from conftest import REPO, cli
-from portal_client import Student, free_port, links, trusted_server, write_roster
+from conftest import REPO
+from portal_client import Student, free_port, sign_in_links, trusted_server
 
 COURSE = "outputs/portal load"
 ASSIGNMENT = sample_class.DDPG
@@ -58,12 +58,8 @@ def test_fifty_hand_ins_at_once_and_a_kill_mid_way_each_graded_exactly_once():
     students = [f"student-{i:02d}" for i in range(CLASS)]
     samples = {s: KINDS[i % len(KINDS)] for i, s in enumerate(students)}
     notebooks = {k.student: sample_class.write_sample(k, root / "samples").read_bytes() for k in KINDS}
-    write_roster(root, students)
     port = free_port()
-    made = cli("portal", "tokens", "--root", COURSE, "--roster", f"{COURSE}/roster.csv",
-               "--url", f"http://127.0.0.1:{port}")
-    assert made.returncode == 0, made.stderr
-    signin = links(made.stdout)
+    signin = sign_in_links(COURSE, students, port)
     start = time.monotonic()
     until = start + LIMIT
     server = trusted_server(COURSE, port, root / "server.log").start()

@@ -34,18 +34,23 @@ def _verdicts(**failed):
     return verdicts
 
 
+def _singles(verdicts, candidates):
+    """The order of the swaps when each is one function (a single named function: no pair)."""
+    order = judge.swaps(SOURCE, verdicts, "test_td3_learns", candidates)
+    assert all(len(swap) == 1 for swap in order)
+    return [name for (name,) in order]
+
+
 def test_the_functions_a_failed_test_names_come_first_then_those_it_calls():
     candidates = [n for n in NAMES if n in judge.references(SOURCE, NAMES)]
-    order = judge.suspects(SOURCE, _verdicts(test_update_critics="update_critics computed the target with gradient"),
-                           "test_td3_learns", candidates)
+    order = _singles(_verdicts(test_update_critics="update_critics computed the target with gradient"), candidates)
     assert order[0] == "update_critics"
     # test_ddpg_functions calls the three DDPG functions; its message names the actor loss
-    order = judge.suspects(SOURCE, _verdicts(test_ddpg_functions="compute_actor_loss returned shape (5,)"),
-                           "test_td3_learns", candidates)
+    order = _singles(_verdicts(test_ddpg_functions="compute_actor_loss returned shape (5,)"), candidates)
     assert order[0] == "compute_actor_loss"
     assert set(order[1:3]) == {"compute_critic_loss", "soft_update_params"}
     # the learning test's own message names nothing: without failed unit tests, the notebook's order
-    assert judge.suspects(SOURCE, _verdicts(), "test_td3_learns", candidates) == candidates
+    assert _singles(_verdicts(), candidates) == candidates
 
 
 def test_two_functions_named_by_failed_tests_are_tried_alone_then_together():

@@ -869,12 +869,6 @@ def references(source_nb, names: list[str]) -> dict[str, str]:
     return found
 
 
-def suspects(source_nb, verdicts: dict, learning: str, candidates: list[str]) -> list[str]:
-    """The order in which to swap the student's functions: first those a failed test's
-    message names, then those a failed test calls, then the others, each in the notebook's order."""
-    return [name for _, name in _ranked(source_nb, verdicts, learning, candidates)]
-
-
 def _ranked(source_nb, verdicts: dict, learning: str, candidates: list[str]) -> list[tuple[int, str]]:
     """(rank, name): 0 named by a failed test's message, 1 called by a failed test, 2 other."""
     failed = {label: v for label, v in verdicts.items()

@@ -300,3 +300,27 @@ def test_no_scheduler_at_the_address_is_one_line():
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     [line] = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith("error: no Dask scheduler answers at tcp://127.0.0.1:"), line
+
+
+def test_a_td3_that_does_not_learn_is_retrained_on_both_workers_at_once(cluster):
+    """Attribution's retrainings are tasks of the grading engine: with both workers free, the
+    first two swaps run at once, one on each worker, and the one that restores learning is named."""
+    sample = next(s for s in sample_class.SAMPLES if s.student == "bug-copied-actor-loss")
+    folder = "outputs/dask course retrained"
+    root = _course(folder, [sample])
+    run = cli("grade", "--root", folder, "--assignment", "02-td3", "--scheduler", cluster, "--retrainings", "2",
+              "--json", f"{folder}/results.json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = _results(root)[sample.student]
+    assert result.scores == sample_class.expected_scores(sample, sample_class.max_scores("02-td3")), result.notes
+    notebook = json.loads((root / "autograded" / sample.student / "02-td3" / "02-td3.ipynb").read_text())
+    [info] = [o["metadata"]["attribution"] for c in notebook["cells"] for o in c.get("outputs", [])
+              if "attribution" in o.get("metadata", {})]
+    assert info["restored_by"] == sample.culprit == "compute_actor_loss"
+    assert len(info["waves"]) == 1 and len(info["waves"][0]) == 2, info
+    first, second = info["runs"]
+    assert first["worker"] != second["worker"] and "here" not in (first["worker"], second["worker"]), info
+    assert max(first["started"], second["started"]) < min(first["ended"], second["ended"]), info  # at once
+    page = (root / "feedback" / sample.student / "02-td3" / "02-td3.html").read_text()
+    assert "with the course&#39;s compute_actor_loss in place of yours, your TD3 learns" in page \
+        or "with the course's compute_actor_loss in place of yours, your TD3 learns" in page

@@ -9,14 +9,18 @@ sandbox and the judge are ``autograder.isolation``'s; the tables and CSVs
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -288,23 +292,30 @@ def budget_notes(verdicts: dict, budget: float) -> list[str]:
             f"({', '.join(stopped)} scored 0)"]
 
 
+def _as_the_judge(title: str) -> None:
+    """This process, set up as the judge runs: its title, nbgrader's environment, the repository
+    importable and current."""
+    zygote.title(title)
+    os.environ.update(NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
+    os.chdir(REPOSITORY)
+
+
 def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limits | None, verdicts: Path,
-                deadline: float = 0.0, budget: float = 0.0, retrainings: int = 0) -> int:
+                deadline: float = 0.0, budget: float = 0.0, retrainings: int = 0, engine: Path | None = None) -> int:
     """Starts the judge (``autograder.isolation.judge``) on the submission's tests, apart from the
     student's code, in a process of its own forked from this one (its imports are done); it
-    writes their verdicts. Returns its pid (``judge_failure`` says how it ended)."""
+    writes their verdicts. Returns its pid (``judge_failure`` says how it ended). With
+    ``engine``, its retrainings are asked of the grading engine (``serve_retrainings``)."""
     from autograder.isolation import judge
 
     source = root / "source" / assignment / f"{assignment}.ipynb"
     submission = root / "submitted" / student / assignment
 
     def judged():
-        zygote.title(f"python -m autograder.isolation.judge {submission}")
-        os.environ.update(NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg")
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
-        os.chdir(REPOSITORY)
+        _as_the_judge(f"python -m autograder.isolation.judge {submission}")
         outcome = judge.run(source.resolve(), submission.resolve(), limits, deadline=deadline, budget=budget,
-                            retrainings=retrainings)
+                            retrainings=retrainings, engine=engine)
         partial = verdicts.with_suffix(".partial")
         partial.write_text(json.dumps(outcome, indent=1))
         partial.rename(verdicts)  # whole, or not there
@@ -374,7 +385,7 @@ def _write_tree(folder: Path, files: dict[str, bytes]) -> None:
 
 
 def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | None,
-         budget: float | None = None, retrainings: int = course.RETRAININGS) -> dict:
+         budget: float | None = None, retrainings: int = course.RETRAININGS, engine: Path | None = None) -> dict:
     """A worker's part: the tests in the judge, the student's cells in the sandboxed kernel,
     in ``root``, a course folder of the worker's own, within the submission's time budget
     (``budget`` seconds for the kernel, the student's process and the judge together;
@@ -390,7 +401,7 @@ def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | Non
         verdicts_file = Path(scratch) / "verdicts.json"
         # the judge runs the tests while nbgrader's kernel runs the student's cells for the
         # feedback; the test cells get the judge's verdicts once it has ended
-        judge = start_judge(root, student, assignment, limits, verdicts_file, deadline, budget, retrainings)
+        judge = start_judge(root, student, assignment, limits, verdicts_file, deadline, budget, retrainings, engine)
         try:
             nbgrader = api(root, kernel=sandbox.kernel_settings(limits), verdicts=verdicts_file, judge_pid=judge,
                            deadline=deadline, budget=budget)
@@ -563,26 +574,41 @@ def course_files(root: Path, assignments: list[str], version: str | None = None)
     return files
 
 
+def _in_folder(folder: Path, common: dict[str, bytes], student: str, assignment: str, files: dict[str, bytes],
+               limits: sandbox.Limits | None) -> list[str]:
+    """``folder`` made a course folder holding the course's files and the submission; the
+    grading process's first arguments for it."""
+    _write_tree(folder, common)
+    _write_tree(folder / "submitted" / student / assignment, files)
+    argv = [str(folder), student, assignment]
+    return argv + (["--trusted"] if limits is None else ["--limits", json.dumps(dataclasses.asdict(limits))])
+
+
 def work_in_folder(common: dict[str, bytes], student: str, assignment: str, files: dict[str, bytes],
                    limits: sandbox.Limits | None) -> dict:
     """A worker's task: a course folder of its own (the course's files and the submission,
     sent by the driver), graded by a fresh process (nothing of a grading stays in the
     worker), forked from this worker's fork server (``autograder.grading.zygote``). Returns the
     outcome, with the grading's log. A worker whose grader is not the driver's raises
-    VersionMismatch before grading."""
+    VersionMismatch before grading. On a Dask worker, the retrainings its judge asks for
+    (``serve_retrainings``) are tasks of their own, run at once on idle workers."""
     check_version(common)
     with tempfile.TemporaryDirectory(prefix="course-work-") as tmp:
         folder = Path(tmp)
-        _write_tree(folder, common)
-        _write_tree(folder / "submitted" / student / assignment, files)
-        argv = [str(folder), student, assignment]
-        argv += ["--trusted"] if limits is None else ["--limits", json.dumps(dataclasses.asdict(limits))]
+        argv = _in_folder(folder, common, student, assignment, files, limits)
         budget = float(common.get(BUDGET, b"0") or 0) or default_budget(folder, assignment)
         argv += ["--budget", str(budget)]
-        argv += ["--retrainings", str(int(common.get(RETRAININGS_FILE, str(course.RETRAININGS).encode())))]
+        retrainings = int(common.get(RETRAININGS_FILE, str(course.RETRAININGS).encode()))
+        argv += ["--retrainings", str(retrainings)]
+        engine = folder / "retraining-plans" if retrainings and _on_dask_worker() else None
+        if engine is not None:
+            engine.mkdir()
+            argv += ["--engine", str(engine)]
         log_file = folder / "grading.log"
         began = time.monotonic()
-        code = zygote.run("autograder.grading.submission", argv, log_file, timeout=budget + GRADING_GRACE)
+        serve = None if engine is None else Retrainings(common, student, assignment, files, limits, retrainings,
+                                                        time.time() + budget)
+        code = _run_serving(argv, log_file, budget + GRADING_GRACE, engine, serve)
         log = _log_tail(log_file)
         answer = folder / "outcome.json"
         if code == -9 and time.monotonic() - began >= budget + GRADING_GRACE:
@@ -598,6 +624,128 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
         outcome["feedback"] = _read_tree(folder / "feedback" / student / assignment) if outcome.get("feedback") else None
         outcome["log"] = log
         return outcome
+
+
+def _on_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _run_serving(argv: list[str], log: Path, timeout: float, engine: Path | None, serve) -> int:
+    """The grading process (``zygote.run``); meanwhile, with ``engine``, each plan of
+    retrainings its judge writes there (``plan-K.json``) answered (``answer-K.json``) by
+    ``serve``."""
+    if engine is None:
+        return zygote.run("autograder.grading.submission", argv, log, timeout=timeout)
+    ended: dict = {}
+
+    def grading():
+        try:
+            ended["code"] = zygote.run("autograder.grading.submission", argv, log, timeout=timeout)
+        except BaseException as error:  # raised again in the task's thread
+            ended["error"] = error
+
+    thread = threading.Thread(target=grading, name="grading", daemon=True)
+    thread.start()
+    asked = 0
+    while thread.is_alive():
+        plan = engine / f"plan-{asked}.json"
+        if plan.exists():
+            answers = serve(json.loads(plan.read_text()))
+            partial = engine / f"answer-{asked}.partial"
+            partial.write_text(json.dumps(answers))
+            partial.rename(engine / f"answer-{asked}.json")
+            asked += 1
+        thread.join(0.2)
+    if "error" in ended:
+        raise ended["error"]
+    return ended["code"]
+
+
+#: Dask priority of a retraining: before any submission waiting to be graded
+RETRAINING_PRIORITY = 10**9
+
+
+class Retrainings:
+    """A submission's retrainings (``autograder.isolation.judge.attribute``) on the grading
+    engine, from the task that grades it: each plan's first swaps, as many as the cluster has
+    room for now (this task's own slot, given up while it waits, and each idle thread), at
+    most ``retrainings`` in all, each a task (``retrain_in_folder``) before any waiting
+    submission. On a busy cluster that is one at a time, as without an engine; on idle
+    workers, several at once."""
+
+    def __init__(self, common, student, assignment, files, limits, retrainings: int, deadline: float):
+        self.common, self.student, self.assignment, self.files, self.limits = common, student, assignment, files, limits
+        self.left, self.deadline, self.seceded = retrainings, deadline, False
+
+    def __call__(self, plan: dict) -> list[dict]:
+        from distributed import get_client, secede
+
+        name = re.compile(r"\w+$")
+        learning = str(plan.get("learning", ""))
+        swaps = [tuple(str(n) for n in swap) for swap in plan.get("swaps", []) if isinstance(swap, list)]
+        swaps = [swap for swap in swaps if swap and all(name.match(n) for n in swap)]
+        deadline = min(float(plan.get("deadline", 0) or 0), self.deadline)
+        if not name.match(learning) or not swaps or self.left <= 0 or deadline <= time.time():
+            return []
+        client = get_client()
+        wave = swaps[:min(self.left, room(client))]
+        self.left -= len(wave)
+        run = uuid.uuid4().hex[:8]
+        futures = [client.submit(retrain_in_folder, self.common, self.student, self.assignment, self.files,
+                                 self.limits, learning, swap, deadline, pure=False, priority=RETRAINING_PRIORITY,
+                                 key=f"retrain-{self.student}-{self.assignment}-{'+'.join(swap)}-{run}")
+                   for swap in wave]
+        if not self.seceded:  # this task's slot, for its own retrainings first (the highest priority)
+            secede()
+            self.seceded = True
+        answers = []
+        for swap, future in zip(wave, futures):
+            try:
+                answers.append(future.result(timeout=max(1.0, deadline - time.time()) + GRADING_GRACE))
+            except Exception:  # lost, or past the budget: not run, as the judge's message says
+                future.cancel()
+                answers.append({"swap": list(swap), "ran": False, "restored": False, "best": None, "what": ""})
+        return answers
+
+
+def room(client) -> int:
+    """How many tasks the cluster can start now for a task that gives up its own slot: 1, plus
+    each worker thread with nothing to run."""
+    with contextlib.suppress(Exception):
+        processing = client.processing()
+        return 1 + sum(max(0, n - len(processing.get(w, ()))) for w, n in client.nthreads().items())
+    return 1
+
+
+def retrain_in_folder(common: dict[str, bytes], student: str, assignment: str, files: dict[str, bytes],
+                      limits: sandbox.Limits | None, learning: str, swap: tuple[str, ...], deadline: float) -> dict:
+    """A worker's task: one retraining of a submission's learning test with ``swap`` replaced
+    by the course's (``autograder.isolation.judge.retrain``), in a course folder of its own,
+    by a fresh grading process. Returns the judge's answer, where and when it ran."""
+    check_version(common)
+    started = time.time()
+    answer = {"swap": list(swap), "ran": False, "restored": False, "best": None, "what": ""}
+    with tempfile.TemporaryDirectory(prefix="course-retrain-") as tmp:
+        folder = Path(tmp)
+        argv = _in_folder(folder, common, student, assignment, files, limits)
+        argv += ["--retrain", learning, ",".join(swap), repr(deadline)]
+        code = zygote.run("autograder.grading.submission", argv, folder / "retraining.log",
+                          timeout=max(1.0, deadline - time.time()) + GRADING_GRACE)
+        written = folder / "retrained.json"
+        if code == 0 and written.exists():
+            answer = json.loads(written.read_text())
+    worker = "here"
+    with contextlib.suppress(ImportError, ValueError):
+        from distributed import get_worker
+
+        worker = get_worker().address
+    return {**answer, "worker": worker, "started": started, "ended": time.time()}
 
 
 #: bytes of a grading's log sent back to the driver (the last ones)
@@ -636,9 +784,25 @@ def main(argv=None):
     parser.add_argument("--limits", default="{}")
     parser.add_argument("--budget", type=float, default=None)
     parser.add_argument("--retrainings", type=int, default=course.RETRAININGS)
+    parser.add_argument("--engine", type=Path, default=None,
+                        help="a folder where the judge asks the grading engine for its retrainings")
+    parser.add_argument("--retrain", nargs=3, metavar=("LEARNING", "SWAP", "DEADLINE"),
+                        help="only one retraining: the learning test with SWAP (names, comma-separated) replaced "
+                             "by the course's, before DEADLINE (a time.time()); writes retrained.json")
     args = parser.parse_args(argv)
     limits = None if args.trusted else sandbox.Limits(**json.loads(args.limits))
-    outcome = work(args.folder, args.student, args.assignment, limits, args.budget, args.retrainings)
+    if args.retrain:
+        from autograder.isolation import judge
+
+        learning, swap, deadline = args.retrain
+        source = args.folder / "source" / args.assignment / f"{args.assignment}.ipynb"
+        submission = args.folder / "submitted" / args.student / args.assignment
+        _as_the_judge(f"python -m autograder.isolation.judge {submission} (retraining)")
+        answer = judge.retrain_submission(source.resolve(), submission.resolve(), limits, learning,
+                                          tuple(swap.split(",")), float(deadline))
+        (args.folder / "retrained.json").write_text(json.dumps(answer))
+        return
+    outcome = work(args.folder, args.student, args.assignment, limits, args.budget, args.retrainings, args.engine)
     outcome.pop("files")
     (args.folder / "outcome.json").write_text(json.dumps(outcome))
 

@@ -898,83 +898,190 @@ def _both(names: tuple[str, ...]) -> str:
     return " and ".join(names)
 
 
+def retrain(source_nb, submission: Path, cells: list, names: list[str], limits: sandbox.Limits | None,
+            timeout: float, slow: dict, learning: str, swap: tuple[str, ...], budget_deadline: float) -> dict:
+    """One retraining of ``attribute``: the learning test run again with the student's ``swap``
+    (one function, or two) replaced by the instructor's, in a student's process of its own.
+    Returns {swap, ran, restored, best, what}: names and figures only, never what that process
+    printed or raised beyond a built-in exception's name (it may hold the course's code)."""
+    reference = references(source_nb, names)
+    answer = {"swap": list(swap), "ran": False, "restored": False, "best": None, "what": ""}
+    if any(name not in reference for name in swap) or time.monotonic() >= budget_deadline - 30:
+        return answer
+    given = [(label, text) for label, text, test in judge_cells(source_nb) if not test]
+    test_text = next(text for label, text, test in judge_cells(source_nb) if label == learning)
+    process = StudentProcess(submission, [*cells, *([f"reference {n}", reference[n]] for n in swap)], names,
+                             limits, cell_timeout=timeout)
+    other = Judge(process, names, timeout, slow)
+    other.budget_deadline = budget_deadline
+    try:
+        for label, text in given:
+            other.run_cell(text, label, False)
+        outcome = other.run_cell(test_text, learning, True)
+    finally:
+        process.stop()
+    best = other.namespace.get("best")
+    best = best if isinstance(best, float) else None
+    error = outcome["error"]
+    answer.update(ran=True, best=best, restored=error is None)
+    if error is None:
+        return answer
+    # the test's own `checking` says "run_td3 raised ValueError: ..." (the rest is the process's)
+    raised = re.match(r"([\w.]+) raised (\w+): ", str(error[1] or "")) if error[0] == "AssertionError" else None
+    ename = raised.group(2) if raised else str(error[0])
+    if error[0] == TIME_LIMIT:
+        answer["what"] = "it ran out of time"
+    elif ename != "AssertionError":
+        # only a built-in exception's name: what this process says may hold the course's code
+        known = isinstance(getattr(builtins, ename, None), type) and issubclass(getattr(builtins, ename),
+                                                                               BaseException)
+        answer["what"] = (f"the training raised {ename if known else 'an error'}"
+                          + (f" in {raised.group(1)}" if raised else "")
+                          + ": your code and the course's version do not fit together, or another of your "
+                            "functions fails")
+    else:
+        answer["what"] = "it still does not learn" + ("" if best is None else f" (best {best:.0f})")
+    return answer
+
+
+def retrain_submission(source: Path, submission: Path, limits: sandbox.Limits | None, learning: str,
+                       swap: tuple[str, ...], deadline: float, timeout: float = 30, slow_timeout: float = 180) -> dict:
+    """``retrain`` for a submission's folder, in a process of its own (a task of the grading
+    engine: see ``autograder.grading.submission.retrain_in_folder``); ``deadline`` is the
+    submission's, a time.time()."""
+    import torch
+
+    torch.set_num_threads(1)
+    source_nb = nbformat.read(str(source), as_version=4)
+    submitted_nb = nbformat.read(str(submission / source.name), as_version=4)
+    names = student_names(source_nb)
+    cells = student_cells(source_nb, submitted_nb)
+    slow = {_meta(c).get("grade_id"): slow_timeout for c in source_nb.cells if "slow" in _tags(c)}
+    if learning not in slow:
+        return {"swap": list(swap), "ran": False, "restored": False, "best": None, "what": ""}
+    workdir = Path(tempfile.mkdtemp(prefix="course-judge-"))
+    shutil.copytree(submission, workdir, dirs_exist_ok=True)
+    here = os.getcwd()
+    os.chdir(workdir)
+    try:
+        return retrain(source_nb, submission, cells, names, limits, timeout, slow, learning, tuple(swap),
+                       time.monotonic() + (deadline - time.time()))
+    finally:
+        os.chdir(here)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class EngineRetrainings:
+    """The retrainings asked of the grading engine: the judge writes the swaps still to try
+    (``plan-K.json``) in ``folder``; the worker's task (``autograder.grading.submission``)
+    runs as many of them at once as the engine has room for, as tasks of its own, and writes
+    their answers (``answer-K.json``). Called with the swaps in order, returns the answers of
+    those that ran ([] when no answer came before the budget's end)."""
+
+    def __init__(self, folder: Path, learning: str):
+        self.folder, self.learning, self.asked = folder, learning, 0
+
+    def __call__(self, pending: list[tuple[str, ...]], budget_deadline: float) -> list[dict]:
+        plan = self.folder / f"plan-{self.asked}.json"
+        answer = self.folder / f"answer-{self.asked}.json"
+        self.asked += 1
+        partial = plan.with_suffix(".partial")
+        partial.write_text(json.dumps({"learning": self.learning, "swaps": [list(s) for s in pending],
+                                       "deadline": time.time() + (budget_deadline - time.monotonic())}))
+        partial.rename(plan)
+        while time.monotonic() < budget_deadline:
+            if answer.exists():
+                return json.loads(answer.read_text())
+            time.sleep(0.2)
+        return []
+
+
+def _local(retrain_one):
+    """The retrainings one at a time, in this process's children (no grading engine)."""
+    def run(pending: list[tuple[str, ...]], budget_deadline: float) -> list[dict]:
+        return [dict(retrain_one(pending[0], budget_deadline), worker="here")]
+    return run
+
+
 def attribute(source_nb, submission: Path, cells: list, names: list[str], limits: sandbox.Limits | None,
               timeout: float, slow: dict, learning: str, verdicts: dict, retrainings: int,
-              budget_deadline: float) -> dict:
+              budget_deadline: float, engine: Path | None = None) -> dict:
     """When the learning test failed: the learning test run again with one of the student's
-    functions replaced by the instructor's, each in turn (at most ``retrainings``), each in a
-    student's process of its own (the reference's source never enters the process that
-    graded the student's code; from this one only the judge's measurements come back).
+    functions replaced by the instructor's (``retrain``), in the order of ``swaps``, at most
+    ``retrainings`` times, each in a student's process of its own (the reference's source
+    never enters the process that graded the student's code; from it only the judge's
+    measurements come back). With ``engine`` (a folder: see ``EngineRetrainings``), the
+    grading engine runs them, several at once when it has idle workers; else one after another
+    here. Stops at the first swap, in order, that restores learning.
     Returns it as a notebook output: its text (names and figures only) for the feedback, and in
     its metadata (``attribution``) the function that restored learning, for the class report."""
     from bbrl_course.checks import LEARNING_THRESHOLD
 
     reference = references(source_nb, names)
     order = swaps(source_nb, verdicts, learning, [n for n in names if n in reference])
-    given = [(label, text) for label, text, test in judge_cells(source_nb) if not test]
-    test_text = next(text for label, text, test in judge_cells(source_nb) if label == learning)
-    tried, restored = [], None
-    for swap in order[:retrainings]:
-        if time.monotonic() >= budget_deadline - 30:
+    planned = order[:retrainings]
+    runner = EngineRetrainings(engine, learning) if engine is not None else _local(
+        lambda swap, deadline: retrain(source_nb, submission, cells, names, limits, timeout, slow, learning, swap,
+                                       deadline))
+    answers: dict[tuple[str, ...], dict] = {}
+    waves: list[list[str]] = []
+
+    def first_restored():
+        return next((swap for swap in planned if answers.get(swap, {}).get("restored")), None)
+
+    def settled():  # a swap restored learning and every swap before it in the order has run
+        restored = first_restored()
+        return restored is not None and all(swap in answers for swap in planned[:planned.index(restored)])
+
+    while not settled() and len(answers) < len(planned) and time.monotonic() < budget_deadline - 30:
+        pending = [swap for swap in planned if swap not in answers]
+        ran = [a for a in runner(pending, budget_deadline) if tuple(a["swap"]) in pending and a.get("ran")]
+        if not ran:
             break
-        process = StudentProcess(submission, [*cells, *([f"reference {n}", reference[n]] for n in swap)], names,
-                                 limits, cell_timeout=timeout)
-        other = Judge(process, names, timeout, slow)
-        other.budget_deadline = budget_deadline
-        try:
-            for label, text in given:
-                other.run_cell(text, label, False)
-            outcome = other.run_cell(test_text, learning, True)
-        finally:
-            process.stop()
-        best = other.namespace.get("best")
-        best = best if isinstance(best, float) else None
-        error = outcome["error"]
-        if error is None:
-            restored = (swap, best)
-            break
-        # the test's own `checking` says "run_td3 raised ValueError: ..." (the rest is the process's)
-        raised = re.match(r"([\w.]+) raised (\w+): ", str(error[1] or "")) if error[0] == "AssertionError" else None
-        ename = raised.group(2) if raised else str(error[0])
-        if error[0] == TIME_LIMIT:
-            what = "it ran out of time"
-        elif ename != "AssertionError":
-            # only a built-in exception's name: what this process says may hold the course's code
-            known = isinstance(getattr(builtins, ename, None), type) and issubclass(getattr(builtins, ename),
-                                                                                   BaseException)
-            what = (f"the training raised {ename if known else 'an error'}" + (f" in {raised.group(1)}" if raised else "")
-                    + ": your code and the course's version do not fit together, or another of your functions fails")
-        else:
-            what = "it still does not learn" + ("" if best is None else f" (best {best:.0f})")
-        tried.append((swap, what))
-    untried = [_both(w) for w in order if w not in {t for t, _ in tried} and (restored is None or w != restored[0])]
+        waves.append([_both(tuple(a["swap"])) for a in ran])
+        answers.update((tuple(a["swap"]), a) for a in ran)
+    restored = first_restored()
+    tried = [(swap, answers[swap]) for swap in planned if swap in answers]
+    untried = [_both(w) for w in order if w not in answers]
     lines = ["Which of your functions stops your TD3 from learning? The grader trained it again with the "
-                 "course's version of one of your functions (or of two) in place of yours, one swap at a time "
+                 "course's version of one of your functions (or of two) in place of yours, one swap per training "
                  "(those your failed tests point at first):"]
-    for swap, what in tried:
-        lines.append(f"- with the course's {_both(swap)}: {what};")
+    for swap, answer in tried:
+        if swap == restored:
+            continue
+        if answer["restored"]:
+            best = answer["best"]
+            lines.append(f"- with the course's {_both(swap)}: it learns too"
+                         + ("" if best is None else f" (best {best:.0f})") + ";")
+        else:
+            lines.append(f"- with the course's {_both(swap)}: {answer['what']};")
     if restored is not None:
-        swap, best = restored
+        best = answers[restored]["best"]
         figure = "" if best is None else f" (best {best:.0f}, above {LEARNING_THRESHOLD:.0f})"
-        lines.append(f"- with the course's {_both(swap)} in place of yours, your TD3 learns{figure}.")
-        lines.append(f"So look at your {_both(swap)} first" + (
-            ": both are wrong (neither alone makes it learn)." if len(swap) > 1 else "."))
+        lines.append(f"- with the course's {_both(restored)} in place of yours, your TD3 learns{figure}.")
+        lines.append(f"So look at your {_both(restored)} first" + (
+            ": both are wrong (neither alone makes it learn)." if len(restored) > 1 else "."))
     else:
         lines.append(f"None of the {len(tried)} swaps tried makes your TD3 learn: more than one of your functions "
                      "may be wrong, or what stops it is elsewhere." + (
                          f" Not tried (the grader trains again at most {retrainings} times, within the submission's "
                          f"time budget): {', '.join(untried)}." if untried else ""))
-    info = {"restored_by": None if restored is None else _both(restored[0]),
-            "best": None if restored is None else restored[1], "tried": [_both(swap) for swap, _ in tried]}
+    info = {"restored_by": None if restored is None else _both(restored),
+            "best": None if restored is None else answers[restored]["best"],
+            "tried": [_both(swap) for swap, _ in tried], "waves": waves,
+            "runs": [{"swap": _both(swap), **{k: a[k] for k in ("worker", "started", "ended") if k in a}}
+                     for swap, a in tried]}
     return {"output_type": "display_data", "data": {"text/plain": "\n".join(lines).strip() + "\n"},
             "metadata": {"attribution": info}}
 
 
 def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: float = 30,
-        slow_timeout: float = 180, deadline: float = 0.0, budget: float = 0.0, retrainings: int = 0) -> dict:
+        slow_timeout: float = 180, deadline: float = 0.0, budget: float = 0.0, retrainings: int = 0,
+        engine: Path | None = None) -> dict:
     """The verdicts of a submission's tests: {grade_id: {stdout, error, seconds}}, plus
     "_notes" (what the judge noticed) and "_tampering". When a learning test (tag ``slow``)
-    fails, and ``retrainings`` allows, what ``attribute`` finds is added to its output."""
+    fails, and ``retrainings`` allows, what ``attribute`` finds (on the grading engine when
+    ``engine`` is given) is added to its output."""
     import torch
 
     torch.set_num_threads(1)
@@ -1007,7 +1114,8 @@ def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: 
             if retrainings and error and error[0] not in (TIME_LIMIT, TAMPERING) and not unwritten \
                     and not student.tampering and not judge.refused:
                 verdicts[label]["displays"].append(attribute(source_nb, submission, cells, names, limits, timeout,
-                                                             slow, label, verdicts, retrainings, judge.budget_deadline))
+                                                             slow, label, verdicts, retrainings, judge.budget_deadline,
+                                                             engine))
     finally:
         os.chdir(here)
         student.stop()

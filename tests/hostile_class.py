@@ -68,7 +68,20 @@ try:
         _f.write(" ")
     print("probe other student: written")
 except OSError as _error:
-    print("probe other student: refused", type(_error).__name__)'''
+    print("probe other student: refused", type(_error).__name__)
+import glob as _glob, os as _os
+# the folders where a judge asks the grading engine for retrainings and reads their answers
+# (a forged answer there would name the wrong function): a harmless file, removed
+_plans = [_path for _path in _glob.glob("/tmp/course-work-*/retraining-plans") if _os.path.isdir(_path)]
+for _folder in _plans[:5]:
+    try:
+        with open(_folder + "/probe-plan.txt", "w") as _f:
+            _f.write("probe")
+        _os.remove(_folder + "/probe-plan.txt")
+        print("probe plans: written")
+    except OSError as _error:
+        print("probe plans: refused", type(_error).__name__)
+print("probe plans:", len(_plans), "folders")'''
     network = f'''import socket as _socket
 try:
     with _socket.create_connection(("127.0.0.1", {port}), timeout=3) as _connection:

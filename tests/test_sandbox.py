@@ -154,7 +154,8 @@ def test_each_probe_gets_exactly_its_expected_outcome(sandboxed, student):
 
 @pytest.mark.parametrize("student, printed", [
     ("probe-read", ["probe read: 0 course files"]),
-    ("probe-write", ["probe gradebook: refused OperationalError", "probe other student: refused FileNotFoundError"]),
+    ("probe-write", ["probe gradebook: refused OperationalError", "probe other student: refused FileNotFoundError",
+                     "probe plans: 0 folders"]),
     ("probe-network", ["probe network: refused ConnectionRefusedError"]),
     ("probe-disk", ["probe file size: stopped at 256 MB, OSError", "probe disk: stopped below"]),
 ])
@@ -230,6 +231,7 @@ def test_without_sandbox_each_probe_does_what_it_says(trusted):
     assert trusted["connections"] >= 1, "probe-network reached the server"
     assert "probe network: connected" in _feedback(trusted, "probe-network")
     assert "probe other student: written" in _feedback(trusted, "probe-write")
+    assert "probe plans: written" in _feedback(trusted, "probe-write")  # its own grading's, at least
     assert "probe file size: not stopped" in _feedback(trusted, "probe-disk")
     assert "probe disk: not stopped" in _feedback(trusted, "probe-disk")
     assert list(trusted["root"].rglob("left-by-probe.txt")), "without a sandbox it writes in the course folder"

@@ -11,7 +11,7 @@ what it says when nothing stops it):
   gradebook by absolute and relative paths, and prints any hidden test it finds;
 - probe-write: writes the gradebook (every grade to 100) and another student's notebook;
 - probe-network: connects to a server of the test on 127.0.0.1;
-- probe-memory: allocates 6 GB (the sandbox allows 4) in compute_actor_loss, once per process;
+- probe-memory: allocates 5 GB (the sandbox allows 4) in compute_actor_loss, once per process;
 - probe-fork: forks 200 processes (the sandbox allows 64) in soft_update_params, once per
   process; they wait until it ends (60 s at most);
 - probe-disk: writes one file of up to 512 MB (files are limited to 256 MB), then files
@@ -120,11 +120,11 @@ with open("left-by-probe.txt", "w") as _f:  # in the submission's own folder, if
         Sample("probe-read", DDPG, "reads the solutions, the hidden tests, the gradebook", edits=[_top(read)]),
         Sample("probe-write", DDPG, "writes the gradebook and another student's notebook", edits=[_top(write)]),
         Sample("probe-network", DDPG, "connects to a server on 127.0.0.1", edits=[_top(network)]),
-        Sample("probe-memory", DDPG, "allocates 6 GB in compute_actor_loss", loses=("test_actor_loss",), edits=[
+        Sample("probe-memory", DDPG, "allocates 5 GB in compute_actor_loss", loses=("test_actor_loss",), edits=[
             Edit("ddpg-actor-loss", "    return -q_values.mean()",
-                 # once per process: without a sandbox it costs one 6 GB fill, not one per call
+                 # once per process: without a sandbox it costs one 5 GB fill, not one per call
                  "    if not globals().get('_hogged'):\n"
-                 "        _hog = b'\\x01' * (6 * 2**30)\n"
+                 "        _hog = b'\\x01' * (5 * 2**30)\n"
                  "        del _hog\n"
                  "        globals()['_hogged'] = True\n"
                  "    return -q_values.mean()")]),

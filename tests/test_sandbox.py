@@ -78,7 +78,7 @@ def _prepared(folder, server, only=None):
 def runs():
     """The hostile class graded three times, each course with its own server (the
     connections each gets are its own): sandboxed, and the tampering probes with --trusted,
-    at once; then the attack probes with --trusted, alone (unsandboxed, they fill 6 GB of
+    at once; then the attack probes with --trusted, alone (unsandboxed, they fill 5 GB of
     memory, fork 200 processes and write 1.5 GB: no other grading shares the machine with
     them). The tampering probes have a course of their own: the trusted class's
     probe-write (unsandboxed) rewrites every grade in its gradebook."""

@@ -30,9 +30,13 @@ import traceback
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-#: what every grading imports (the grading process, the judge and the course's given cells)
-PRELOAD = ("torch", "bbrl", "bbrl_course", "bbrl_course.algo", "bbrl_course.checks", "matplotlib.pyplot",
-           "nbgrader.apps", "nbgrader.preprocessors", "autograder.grading.submission", "autograder.isolation.judge")
+#: what every grading imports (the grading process, the judge and the course's given cells);
+#: torch._dynamo too: torch imports it on the first optimizer built (torch.optim's
+#: ``_disable_dynamo``), which the judge's reference of an update test does (2 CPU-seconds
+#: in every judge otherwise)
+PRELOAD = ("torch", "torch._dynamo", "bbrl", "bbrl_course", "bbrl_course.algo", "bbrl_course.checks",
+           "matplotlib.pyplot", "nbgrader.apps", "nbgrader.preprocessors", "autograder.grading.submission",
+           "autograder.isolation.judge")
 
 
 class Zygote:

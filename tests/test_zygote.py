@@ -37,3 +37,35 @@ def test_a_judge_imports_nothing_more_for_an_update_test():
     assert run.returncode == 0, run.stderr[-2000:]
     imported = json.loads(run.stdout.strip().splitlines()[-1])
     assert imported == [], f"imported during the test, not by the fork server: {imported[:20]} ({len(imported)})"
+
+
+#: the fork server's preparation, then a DDPG notebook's feedback page rendered as a grading
+#: process renders it (the kernel's language_info, nbgrader's feedback template); the
+#: modules that render imported, and the server's threads
+AFTER_PREPARE = """
+import json, os, sys, threading
+os.environ["MPLBACKEND"] = "Agg"
+from autograder.grading import zygote
+zygote.prepare()
+threads = threading.active_count()
+import copy, nbformat
+notebook = nbformat.read("solutions/01-ddpg.ipynb", as_version=4)
+notebook.metadata["language_info"] = zygote._WARM_UP_NOTEBOOK["metadata"]["language_info"]
+for cell in notebook.cells:  # as nbgrader's GetGrades leaves them
+    meta = cell.metadata.get("nbgrader", {})
+    if meta.get("grade") or meta.get("task"):
+        meta.update(score=0.0, points=meta.get("points", 0), comment=None)
+before = set(sys.modules)
+zygote.feedback_exporter().from_notebook_node(notebook, copy.deepcopy(zygote.WARM_UP_RESOURCES))
+print(json.dumps({"threads": threads, "imported": sorted(set(sys.modules) - before)}))
+"""
+
+
+def test_a_grading_process_renders_its_feedback_with_nothing_more_to_import():
+    # the first feedback page of a process imports IPython's lexers and more (0.5 CPU-s):
+    # the server renders one before it forks, and starts no thread doing so
+    run = subprocess.run([sys.executable, "-c", AFTER_PREPARE], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["threads"] == 1
+    assert found["imported"] == [], f"imported by the first page: {found['imported'][:20]} ({len(found['imported'])})"

@@ -4,8 +4,8 @@
     python benchmarks/profile_submission.py --end-to-end [--repeats 3]
 
 Grades the solution of an assignment (filled into the student notebook) as a worker's
-grading process does (``submission.work``, in this process instead of a child of the
-fork server, after the fork server's imports), with the phases timed: the release's
+grading process does (``submission.work``, in a child forked from this process after the
+fork server's preparation, as the server forks it), with the phases timed: the release's
 metadata, the judge's fork, its student process's start (bwrap, its imports, the
 student's cells) and its tests, nbgrader's API, its two conversions (sanitizing, then
 the course's preprocessors: the sandboxed kernel's start, the student's cells, the
@@ -112,18 +112,28 @@ def one(root: Path, student: str, assignment: str, limits):
 
     EVENTS.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="profile-work-") as tmp:
         folder = Path(tmp)
         common = submission.course_files(root, [assignment])
         submission._write_tree(folder, common)
         submission._write_tree(folder / "submitted" / student / assignment,
                                submission.submission_files(root, student, assignment))
-        outcome = submission.work(folder, student, assignment, limits)
-    total = (time.perf_counter() - wall, time.process_time() - cpu)
+        pid = os.fork()  # as the fork server does: each grading starts from the prepared process
+        if pid == 0:
+            code = 1
+            try:
+                outcome = submission.work(folder, student, assignment, limits)
+                (folder / "status").write_text(f"{outcome['status']} {outcome['notes']}")
+                code = 0
+            finally:
+                os._exit(code)
+        os.waitpid(pid, 0)
+        status = (folder / "status").read_text()
+    total = time.perf_counter() - wall
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     children = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    assert outcome["status"] == "graded", outcome["notes"]
+    assert status.startswith("graded"), status
     events = [json.loads(line) for line in EVENTS.read_text().splitlines()]
     return total, children, events
 
@@ -183,9 +193,9 @@ def main():
         ensure_released(root, [args.assignment])
         runs = [one(root, student, args.assignment, limits) for _ in range(args.repeats)]
     measured = runs[1:] if len(runs) > 1 else runs
-    print(f"work(): {', '.join(f'{r[0][0]:.2f}' for r in runs)} s wall; "
-          f"{', '.join(f'{r[0][1]:.2f}' for r in runs)} CPU-s in the grading process; "
-          f"{', '.join(f'{r[1]:.2f}' for r in runs)} CPU-s in its children (judge, kernel, student process)")
+    print(f"work(): {', '.join(f'{r[0]:.2f}' for r in runs)} s wall; "
+          f"{', '.join(f'{r[1]:.2f}' for r in runs)} CPU-s in the grading process and its children (those it "
+          "waited for: the judge, the kernel's bwrap)")
     table = collections.defaultdict(lambda: [[], [], []])
     for _, _, events in measured:
         sums = collections.defaultdict(lambda: [0.0, 0.0, 0])

@@ -17,6 +17,7 @@ the sandbox, started anew for every submission).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
@@ -30,9 +31,13 @@ import traceback
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-#: what every grading imports (the grading process, the judge and the course's given cells)
-PRELOAD = ("torch", "bbrl", "bbrl_course", "bbrl_course.algo", "bbrl_course.checks", "matplotlib.pyplot",
-           "nbgrader.apps", "nbgrader.preprocessors", "autograder.grading.submission", "autograder.isolation.judge")
+#: what every grading imports (the grading process, the judge and the course's given cells);
+#: torch._dynamo too: torch imports it on the first optimizer built (torch.optim's
+#: ``_disable_dynamo``), which the judge's reference of an update test does (2 CPU-seconds
+#: in every judge otherwise)
+PRELOAD = ("torch", "torch._dynamo", "bbrl", "bbrl_course", "bbrl_course.algo", "bbrl_course.checks",
+           "matplotlib.pyplot", "nbgrader.apps", "nbgrader.preprocessors", "autograder.grading.submission",
+           "autograder.isolation.judge")
 
 
 class Zygote:
@@ -188,9 +193,69 @@ def _main_of(module: str, argv: list[str]):
     importlib.import_module(module).main(argv)
 
 
-def main():
+#: a small notebook as nbgrader's kernel leaves it (its lexer IPython's), for ``warm_up``
+_WARM_UP_NOTEBOOK = {
+    "nbformat": 4, "nbformat_minor": 5,
+    "metadata": {"language_info": {"name": "python", "pygments_lexer": "ipython3", "file_extension": ".py",
+                                   "codemirror_mode": {"name": "ipython", "version": 3}, "mimetype": "text/x-python"}},
+    "cells": [
+        {"cell_type": "markdown", "id": "a", "metadata": {}, "source": "# A *title*\n\n- `code`, $x^2$, [a](#a)"},
+        {"cell_type": "code", "id": "b", "execution_count": 1,
+         "metadata": {"nbgrader": {"grade": True, "solution": False, "locked": True, "task": False, "grade_id": "t",
+                                   "points": 1, "score": 0.0, "comment": "a *comment*"}}, "source": "import torch\nx = 1  # a",
+         "outputs": [{"output_type": "stream", "name": "stdout", "text": "printed\n"},
+                     {"output_type": "error", "ename": "AssertionError", "evalue": "wrong",
+                      "traceback": ["\x1b[0;31mAssertionError\x1b[0m: wrong"]}]},
+    ],
+}
+
+
+def feedback_exporter():
+    """nbconvert's HTMLExporter as nbgrader's generate_feedback makes it: the course's
+    configuration, nbgrader's feedback template."""
+    import os.path
+
+    import nbgrader
+    from nbconvert.exporters import HTMLExporter
+    from traitlets.config import Config
+
+    from autograder.course.config import load_config
+
+    config = load_config()
+    formgrader = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader")
+    feedback = Config()
+    feedback.HTMLExporter.template_name = "feedback"
+    feedback.HTMLExporter.extra_template_basedirs = [os.path.join(formgrader, "templates")]
+    feedback.HTMLExporter.extra_template_paths = [
+        os.path.join(formgrader, "static", "node_modules", "bootstrap", "dist", "css")]
+    config.merge(feedback)
+    return HTMLExporter(config=config)
+
+
+#: what nbgrader's GetGrades gives the feedback's template
+WARM_UP_RESOURCES = {"nbgrader": {"notebook": "warm-up", "score": 0.0, "max_score": 1.0, "late_penalty": 0.0}}
+
+
+def warm_up():
+    """Renders a small notebook as a submission's feedback is rendered
+    (``feedback_exporter``): each grading process forked from the server then starts with
+    what its first page costs once per process (the lexers' and IPython's imports, regular
+    expressions compiled: about 0.5 CPU-seconds of every submission). No student's
+    notebook, no thread, no file written."""
+    import nbformat
+
+    feedback_exporter().from_notebook_node(nbformat.from_dict(_WARM_UP_NOTEBOOK), copy.deepcopy(WARM_UP_RESOURCES))
+
+
+def prepare():
+    """What the server does before its first fork: the imports, the feedback's warm-up."""
     for name in PRELOAD:
         importlib.import_module(name)
+    warm_up()
+
+
+def main():
+    prepare()
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()

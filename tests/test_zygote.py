@@ -1,0 +1,71 @@
+"""The fork server's imports (``autograder.grading.zygote.PRELOAD``) cover what a grading
+imports lazily: a judge forked from it pays no import while it runs the tests. One
+subprocess (the server's imports, about 5 s), no grading."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: a judge's work on a DDPG update test, after the fork server's imports: the reference of
+#: the update step (the course's stand-in DDPG, with its optimizers); the modules it imported
+AFTER_PRELOAD = """
+import json, os, sys
+os.environ["MPLBACKEND"] = "Agg"
+from autograder.grading import zygote
+for name in zygote.PRELOAD:
+    __import__(name)
+import nbformat
+notebook = nbformat.read("solutions/01-ddpg.ipynb", as_version=4)
+params = {}
+exec(next(c.source for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "ddpg-params"),
+     params)
+from bbrl_course import checks
+before = set(sys.modules)
+checks.ddpg_reference(checks.tiny_config(params["params"]))
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_a_judge_imports_nothing_more_for_an_update_test():
+    # torch imports torch._dynamo (2 CPU-seconds) on the first optimizer built: preloaded
+    run = subprocess.run([sys.executable, "-c", AFTER_PRELOAD], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported = json.loads(run.stdout.strip().splitlines()[-1])
+    assert imported == [], f"imported during the test, not by the fork server: {imported[:20]} ({len(imported)})"
+
+
+#: the fork server's preparation, then a DDPG notebook's feedback page rendered as a grading
+#: process renders it (the kernel's language_info, nbgrader's feedback template); the
+#: modules that render imported, and the server's threads
+AFTER_PREPARE = """
+import json, os, sys, threading
+os.environ["MPLBACKEND"] = "Agg"
+from autograder.grading import zygote
+zygote.prepare()
+threads = threading.active_count()
+import copy, nbformat
+notebook = nbformat.read("solutions/01-ddpg.ipynb", as_version=4)
+notebook.metadata["language_info"] = zygote._WARM_UP_NOTEBOOK["metadata"]["language_info"]
+for cell in notebook.cells:  # as nbgrader's GetGrades leaves them
+    meta = cell.metadata.get("nbgrader", {})
+    if meta.get("grade") or meta.get("task"):
+        meta.update(score=0.0, points=meta.get("points", 0), comment=None)
+before = set(sys.modules)
+zygote.feedback_exporter().from_notebook_node(notebook, copy.deepcopy(zygote.WARM_UP_RESOURCES))
+print(json.dumps({"threads": threads, "imported": sorted(set(sys.modules) - before)}))
+"""
+
+
+def test_a_grading_process_renders_its_feedback_with_nothing_more_to_import():
+    # the first feedback page of a process imports IPython's lexers and more (0.5 CPU-s):
+    # the server renders one before it forks, and starts no thread doing so
+    run = subprocess.run([sys.executable, "-c", AFTER_PREPARE], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["threads"] == 1
+    assert found["imported"] == [], f"imported by the first page: {found['imported'][:20]} ({len(found['imported'])})"

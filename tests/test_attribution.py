@@ -161,3 +161,11 @@ def test_a_later_swap_that_learns_is_named_only_once_every_earlier_one_has_run(m
     assert info["waves"] == [["update_critics"], ["compute_actor_loss", "compute_actor_loss and update_critics"]]
     assert info["restored_by"] == "compute_actor_loss"
     assert "- with the course's update_critics: it learns too (best -300);" in text
+
+
+def test_when_no_retraining_could_run_the_feedback_says_so_and_names_nothing(monkeypatch, tmp_path):
+    plans = _engine(tmp_path, 2, set(), ran=lambda swap: False)
+    info, text, _ = _attribute(monkeypatch, set(), engine=tmp_path)
+    assert len(plans) == 1 and info["restored_by"] is None and info["tried"] == []
+    assert "The grader could not train it again to find out" in text
+    assert "None of the" not in text and "with the course's" not in text

@@ -656,7 +656,11 @@ def _run_serving(argv: list[str], log: Path, timeout: float, engine: Path | None
     while thread.is_alive():
         plan = engine / f"plan-{asked}.json"
         if plan.exists():
-            answers = serve(json.loads(plan.read_text()))
+            try:
+                answers = serve(json.loads(plan.read_text()))
+            except Exception as error:  # the engine could not run them: the judge says none was tried
+                print(f"the retrainings could not be run on the grading engine: {type(error).__name__}: {error}")
+                answers = []
             partial = engine / f"answer-{asked}.partial"
             partial.write_text(json.dumps(answers))
             partial.rename(engine / f"answer-{asked}.json")

@@ -1061,6 +1061,10 @@ def attribute(source_nb, submission: Path, cells: list, names: list[str], limits
         lines.append(f"- with the course's {_both(restored)} in place of yours, your TD3 learns{figure}.")
         lines.append(f"So look at your {_both(restored)} first" + (
             ": both are wrong (neither alone makes it learn)." if len(restored) > 1 else "."))
+    elif not tried:
+        lines[0] = ("Which of your functions stops your TD3 from learning? The grader could not train it again to "
+                    "find out (no time was left in the submission's time budget, or the grading engine could not "
+                    "run the retrainings).")
     else:
         lines.append(f"None of the {len(tried)} swaps tried makes your TD3 learn: more than one of your functions "
                      "may be wrong, or what stops it is elsewhere." + (

@@ -306,7 +306,7 @@ def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limit
     """Starts the judge (``autograder.isolation.judge``) on the submission's tests, apart from the
     student's code, in a process of its own forked from this one (its imports are done); it
     writes their verdicts. Returns its pid (``judge_failure`` says how it ended). With
-    ``engine``, its retrainings are asked of the grading engine (``serve_retrainings``)."""
+    ``engine``, its retrainings are asked of the grading engine (``Retrainings``)."""
     from autograder.isolation import judge
 
     source = root / "source" / assignment / f"{assignment}.ipynb"
@@ -591,7 +591,7 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
     worker), forked from this worker's fork server (``autograder.grading.zygote``). Returns the
     outcome, with the grading's log. A worker whose grader is not the driver's raises
     VersionMismatch before grading. On a Dask worker, the retrainings its judge asks for
-    (``serve_retrainings``) are tasks of their own, run at once on idle workers."""
+    are tasks of their own (``Retrainings``), run at once on idle workers."""
     check_version(common)
     with tempfile.TemporaryDirectory(prefix="course-work-") as tmp:
         folder = Path(tmp)
@@ -600,7 +600,7 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
         argv += ["--budget", str(budget)]
         retrainings = int(common.get(RETRAININGS_FILE, str(course.RETRAININGS).encode()))
         argv += ["--retrainings", str(retrainings)]
-        engine = folder / "retraining-plans" if retrainings and _on_dask_worker() else None
+        engine = folder / "retraining-plans" if retrainings and _dask_worker() else None
         if engine is not None:
             engine.mkdir()
             argv += ["--engine", str(engine)]
@@ -626,14 +626,13 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
         return outcome
 
 
-def _on_dask_worker() -> bool:
-    try:
+def _dask_worker() -> str | None:
+    """The address of the Dask worker running this task, or None (not on a Dask worker)."""
+    with contextlib.suppress(ImportError, ValueError):
         from distributed import get_worker
 
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
+        return get_worker().address
+    return None
 
 
 def _run_serving(argv: list[str], log: Path, timeout: float, engine: Path | None, serve) -> int:
@@ -690,6 +689,8 @@ class Retrainings:
     def __call__(self, plan: dict) -> list[dict]:
         from distributed import get_client, secede
 
+        from autograder.isolation import judge
+
         name = re.compile(r"\w+$")
         learning = str(plan.get("learning", ""))
         swaps = [tuple(str(n) for n in swap) for swap in plan.get("swaps", []) if isinstance(swap, list)]
@@ -714,7 +715,7 @@ class Retrainings:
                 answers.append(future.result(timeout=max(1.0, deadline - time.time()) + GRADING_GRACE))
             except Exception:  # lost, or past the budget: not run, as the judge's message says
                 future.cancel()
-                answers.append({"swap": list(swap), "ran": False, "restored": False, "best": None, "what": ""})
+                answers.append(judge.not_run(swap))
         return answers
 
 
@@ -732,9 +733,11 @@ def retrain_in_folder(common: dict[str, bytes], student: str, assignment: str, f
     """A worker's task: one retraining of a submission's learning test with ``swap`` replaced
     by the course's (``autograder.isolation.judge.retrain``), in a course folder of its own,
     by a fresh grading process. Returns the judge's answer, where and when it ran."""
+    from autograder.isolation import judge
+
     check_version(common)
     started = time.time()
-    answer = {"swap": list(swap), "ran": False, "restored": False, "best": None, "what": ""}
+    answer = judge.not_run(swap)
     with tempfile.TemporaryDirectory(prefix="course-retrain-") as tmp:
         folder = Path(tmp)
         argv = _in_folder(folder, common, student, assignment, files, limits)
@@ -744,12 +747,7 @@ def retrain_in_folder(common: dict[str, bytes], student: str, assignment: str, f
         written = folder / "retrained.json"
         if code == 0 and written.exists():
             answer = json.loads(written.read_text())
-    worker = "here"
-    with contextlib.suppress(ImportError, ValueError):
-        from distributed import get_worker
-
-        worker = get_worker().address
-    return {**answer, "worker": worker, "started": started, "ended": time.time()}
+    return {**answer, "worker": _dask_worker() or "here", "started": started, "ended": time.time()}
 
 
 #: bytes of a grading's log sent back to the driver (the last ones)

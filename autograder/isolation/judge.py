@@ -898,6 +898,12 @@ def _both(names: tuple[str, ...]) -> str:
     return " and ".join(names)
 
 
+def not_run(swap) -> dict:
+    """A retraining's answer when it did not run (no time left, a name the course does not
+    define, the engine could not run it)."""
+    return {"swap": list(swap), "ran": False, "restored": False, "best": None, "what": ""}
+
+
 def retrain(source_nb, submission: Path, cells: list, names: list[str], limits: sandbox.Limits | None,
             timeout: float, slow: dict, learning: str, swap: tuple[str, ...], budget_deadline: float) -> dict:
     """One retraining of ``attribute``: the learning test run again with the student's ``swap``
@@ -905,7 +911,7 @@ def retrain(source_nb, submission: Path, cells: list, names: list[str], limits: 
     Returns {swap, ran, restored, best, what}: names and figures only, never what that process
     printed or raised beyond a built-in exception's name (it may hold the course's code)."""
     reference = references(source_nb, names)
-    answer = {"swap": list(swap), "ran": False, "restored": False, "best": None, "what": ""}
+    answer = not_run(swap)
     if any(name not in reference for name in swap) or time.monotonic() >= budget_deadline - 30:
         return answer
     given = [(label, text) for label, text, test in judge_cells(source_nb) if not test]
@@ -944,31 +950,44 @@ def retrain(source_nb, submission: Path, cells: list, names: list[str], limits: 
     return answer
 
 
-def retrain_submission(source: Path, submission: Path, limits: sandbox.Limits | None, learning: str,
-                       swap: tuple[str, ...], deadline: float, timeout: float = 30, slow_timeout: float = 180) -> dict:
-    """``retrain`` for a submission's folder, in a process of its own (a task of the grading
-    engine: see ``autograder.grading.submission.retrain_in_folder``); ``deadline`` is the
-    submission's, a time.time()."""
+def _read(source: Path, submission: Path, slow_timeout: float):
+    """The instructor's notebook, the names the student writes, the student's cells and the
+    slow tests' time limits (torch on one thread, as every grading process)."""
     import torch
 
     torch.set_num_threads(1)
     source_nb = nbformat.read(str(source), as_version=4)
     submitted_nb = nbformat.read(str(submission / source.name), as_version=4)
     names = student_names(source_nb)
-    cells = student_cells(source_nb, submitted_nb)
     slow = {_meta(c).get("grade_id"): slow_timeout for c in source_nb.cells if "slow" in _tags(c)}
-    if learning not in slow:
-        return {"swap": list(swap), "ran": False, "restored": False, "best": None, "what": ""}
+    return source_nb, names, student_cells(source_nb, submitted_nb), slow
+
+
+@contextlib.contextmanager
+def _in_a_copy_of(submission: Path):
+    """In a fresh copy of the submission's folder, as the current directory (removed after)."""
     workdir = Path(tempfile.mkdtemp(prefix="course-judge-"))
     shutil.copytree(submission, workdir, dirs_exist_ok=True)
     here = os.getcwd()
     os.chdir(workdir)
     try:
-        return retrain(source_nb, submission, cells, names, limits, timeout, slow, learning, tuple(swap),
-                       time.monotonic() + (deadline - time.time()))
+        yield workdir
     finally:
         os.chdir(here)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def retrain_submission(source: Path, submission: Path, limits: sandbox.Limits | None, learning: str,
+                       swap: tuple[str, ...], deadline: float, timeout: float = 30, slow_timeout: float = 180) -> dict:
+    """``retrain`` for a submission's folder, in a process of its own (a task of the grading
+    engine: see ``autograder.grading.submission.retrain_in_folder``); ``deadline`` is the
+    submission's, a time.time()."""
+    source_nb, names, cells, slow = _read(source, submission, slow_timeout)
+    if learning not in slow:
+        return not_run(swap)
+    with _in_a_copy_of(submission):
+        return retrain(source_nb, submission, cells, names, limits, timeout, slow, learning, tuple(swap),
+                       time.monotonic() + (deadline - time.time()))
 
 
 class EngineRetrainings:
@@ -1086,44 +1105,32 @@ def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: 
     "_notes" (what the judge noticed) and "_tampering". When a learning test (tag ``slow``)
     fails, and ``retrainings`` allows, what ``attribute`` finds (on the grading engine when
     ``engine`` is given) is added to its output."""
-    import torch
-
-    torch.set_num_threads(1)
-    source_nb = nbformat.read(str(source), as_version=4)
-    notebook = submission / source.name
-    submitted_nb = nbformat.read(str(notebook), as_version=4)
-    names = student_names(source_nb)
-    cells = student_cells(source_nb, submitted_nb)
-    slow = {_meta(c).get("grade_id"): slow_timeout for c in source_nb.cells if "slow" in _tags(c)}
+    source_nb, names, cells, slow = _read(source, submission, slow_timeout)
     student = StudentProcess(submission, cells, names, limits, cell_timeout=timeout)
     judge = Judge(student, names, timeout, slow)
     if deadline:  # time.time() when the submission's budget ends
         judge.budget = budget
         judge.budget_deadline = time.monotonic() + (deadline - time.time())
     verdicts: dict = {}
-    workdir = Path(tempfile.mkdtemp(prefix="course-judge-"))
-    shutil.copytree(submission, workdir, dirs_exist_ok=True)
-    here = os.getcwd()
-    os.chdir(workdir)  # the test cells read the student's files (the experiment's results) from here
-    try:
-        for label, text, test in judge_cells(source_nb):
-            outcome = judge.run_cell(text, label, test)
-            if test:
-                verdicts[label] = outcome
-        student.stop()
-        for label in slow:
-            error = verdicts.get(label, {}).get("error")
-            # not for code left unwritten (its error says so already), a time limit or tampering
-            unwritten = error and (error[0] == "NotImplementedError" or "is not written yet:" in str(error[1]))
-            if retrainings and error and error[0] not in (TIME_LIMIT, TAMPERING) and not unwritten \
-                    and not student.tampering and not judge.refused:
-                verdicts[label]["displays"].append(attribute(source_nb, submission, cells, names, limits, timeout,
-                                                             slow, label, verdicts, retrainings, judge.budget_deadline,
-                                                             engine))
-    finally:
-        os.chdir(here)
-        student.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    # the test cells read the student's files (the experiment's results) from a copy of them
+    with _in_a_copy_of(submission):
+        try:
+            for label, text, test in judge_cells(source_nb):
+                outcome = judge.run_cell(text, label, test)
+                if test:
+                    verdicts[label] = outcome
+            student.stop()
+            for label in slow:
+                error = verdicts.get(label, {}).get("error")
+                # not for code left unwritten (its error says so already), a time limit or tampering
+                unwritten = error and (error[0] == "NotImplementedError" or "is not written yet:" in str(error[1]))
+                if retrainings and error and error[0] not in (TIME_LIMIT, TAMPERING) and not unwritten \
+                        and not student.tampering and not judge.refused:
+                    verdicts[label]["displays"].append(attribute(source_nb, submission, cells, names, limits,
+                                                                 timeout, slow, label, verdicts, retrainings,
+                                                                 judge.budget_deadline, engine))
+        finally:
+            student.stop()
     verdicts["_tampering"] = student.tampering
     return verdicts
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import json
 import os
@@ -138,18 +139,29 @@ def one(root: Path, student: str, assignment: str, limits):
     return total, children, events
 
 
-def end_to_end(args):
+STUDENT = "student-1"
+
+
+@contextlib.contextmanager
+def solution_course(assignment: str):
+    """A course folder of its own holding the assignment's solution, handed in by STUDENT."""
     import sample_class
     from autograder.course.release import ensure_released
+
+    with tempfile.TemporaryDirectory(prefix="profile-course-") as tmp:
+        root = Path(tmp)
+        sample_class.write_sample(sample_class.Sample(STUDENT, assignment, "the solution"), root / "submitted")
+        ensure_released(root, [assignment])
+        yield root
+
+
+def end_to_end(args):
     from autograder.grading import submission
     from autograder.isolation import sandbox
 
     limits = None if args.trusted else sandbox.Limits()
-    with tempfile.TemporaryDirectory(prefix="profile-course-") as tmp:
-        root = Path(tmp)
-        student = "student-1"
-        sample_class.write_sample(sample_class.Sample(student, args.assignment, "the solution"), root / "submitted")
-        ensure_released(root, [args.assignment])
+    student = STUDENT
+    with solution_course(args.assignment) as root:
         seconds = []
         for _ in range(args.repeats):
             result = submission.grade_one(root, student, args.assignment, limits)
@@ -173,25 +185,14 @@ def main():
     from autograder.grading import zygote
 
     os.environ["MPLBACKEND"] = "Agg"
-    prepare = getattr(zygote, "prepare", None)
-    if prepare is not None:
-        prepare()
-    else:  # before the server's warm-up
-        for name in zygote.PRELOAD:
-            __import__(name)
+    zygote.prepare()
     print(f"the fork server's preparation: {time.perf_counter() - t0:.2f} s (paid once per worker)")
-    import sample_class
-    from autograder.course.release import ensure_released
     from autograder.isolation import sandbox
 
     instrument()
     limits = None if args.trusted else sandbox.Limits()
-    with tempfile.TemporaryDirectory(prefix="profile-course-") as tmp:
-        root = Path(tmp)
-        student = "student-1"
-        sample_class.write_sample(sample_class.Sample(student, args.assignment, "the solution"), root / "submitted")
-        ensure_released(root, [args.assignment])
-        runs = [one(root, student, args.assignment, limits) for _ in range(args.repeats)]
+    with solution_course(args.assignment) as root:
+        runs = [one(root, STUDENT, args.assignment, limits) for _ in range(args.repeats)]
     measured = runs[1:] if len(runs) > 1 else runs
     print(f"work(): {', '.join(f'{r[0]:.2f}' for r in runs)} s wall; "
           f"{', '.join(f'{r[1]:.2f}' for r in runs)} CPU-s in the grading process and its children (those it "

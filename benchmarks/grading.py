@@ -226,7 +226,9 @@ def floor(base: Path, figures: dict) -> None:
 
 
 def recording(base: Path, size: int, figures: dict) -> None:
-    """The driver alone: ``size`` results recorded from an engine that answers at once."""
+    """The driver alone: ``size`` results recorded from an engine that has them all at once (as a
+    Dask cluster whose workers finished them while the driver was busy): the driver records
+    them in batches of ``recording.BATCH``."""
     root = base / "recording"
     assignment = "01-ddpg"
     _write(root, "student-0000", assignment)
@@ -237,9 +239,10 @@ def recording(base: Path, size: int, figures: dict) -> None:
     def capturing(scheduler, jobs, log):
         with submission_engine(scheduler, jobs, log) as run:
             def grade_and_keep(common, work, limits):
-                for s, a, outcome in run(common, work, limits):
-                    captured["outcome"] = outcome
-                    yield s, a, outcome
+                for batch in run(common, work, limits):
+                    for _, _, outcome in batch:
+                        captured["outcome"] = outcome
+                    yield batch
             yield grade_and_keep
 
     from autograder.grading.distribute import engine as submission_engine
@@ -253,8 +256,7 @@ def recording(base: Path, size: int, figures: dict) -> None:
     @contextlib.contextmanager
     def at_once(scheduler, jobs, log):
         def run(common, work, limits):
-            for s, a, _files in work:
-                yield s, a, captured["outcome"]
+            yield [(s, a, captured["outcome"]) for s, a, _files in work]
         yield run
 
     shown = {"n": 0}
@@ -270,6 +272,7 @@ def recording(base: Path, size: int, figures: dict) -> None:
     seconds = time.perf_counter() - start
     recorded = [r for r in results if r.status == "graded" and r.student != "student-0000"]
     assert len(recorded) == size, (len(recorded), size)
+    assert all(r.scores == first.scores for r in recorded), "a result recorded with other scores than it was graded"
     rate = size / seconds
     figures[f"recording {size} results (s)"] = round(seconds, 1)
     figures["recording (results/s)"] = round(rate, 2)

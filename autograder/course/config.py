@@ -21,7 +21,7 @@ def load_config():
         raise CourseError(f"{path} raised {type(error).__name__}: {error}. Fix it: nbgrader would ignore it.") from error
 
 
-def api(root: Path | None = None, kernel: dict | None = None, verdicts: Path | None = None, record: bool = False,
+def api(root: Path | None = None, kernel: dict | None = None, verdicts: Path | None = None,
         judge_pid: int = 0, deadline: float = 0.0, budget: float = 0.0):
     """An NbGraderAPI that reads the course's configuration (it does not by itself).
 
@@ -30,8 +30,7 @@ def api(root: Path | None = None, kernel: dict | None = None, verdicts: Path | N
     sandboxed kernel manager and its limits), by configurable class; None runs them as the
     grader's own processes. ``verdicts``, the judge's (``autograder.isolation.judge``), gives the test cells their outputs: the kernel
     then runs the student's cells only; ``judge_pid``, the judge still running as a child of
-    this process, is waited for before they are read. ``record`` records what a worker graded (the
-    notebook it executed, in .incoming/<student>/<assignment>/): nothing is executed.
+    this process, is waited for before they are read.
     """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -50,20 +49,6 @@ def api(root: Path | None = None, kernel: dict | None = None, verdicts: Path | N
     for section, values in (kernel or {}).items():
         for name, value in values.items():
             setattr(config[section], name, value)
-    if record:
-        from nbgrader.preprocessors import (
-            AssignLatePenalties,
-            CheckCellMetadata,
-            DeduplicateIds,
-            OverwriteCells,
-            OverwriteKernelspec,
-            SaveAutoGrades,
-        )
-
-        config.CourseDirectory.submitted_directory = ".incoming"
-        # nbgrader's sanitizing, without ClearOutput: the outputs are the worker's
-        config.Autograde.sanitize_preprocessors = [DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
-        config.Autograde.autograde_preprocessors = [SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
     if verdicts is not None:
         config.CourseExecute.verdicts = config.JudgeVerdicts.verdicts = str(Path(verdicts).resolve())
         config.JudgeVerdicts.judge_pid = judge_pid

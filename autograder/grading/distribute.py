@@ -13,7 +13,7 @@ module only says what a task is and what a failure means for a grade:
   computes again if the worker that holds it is lost), so workers need no shared file
   system;
   the outcome (status, notes, the autograded notebook) comes back, and the driver
-  alone records it (``submission.record``);
+  alone records it (``recording.record_batch``, those that finished together at once);
 - a task whose worker dies is run again on another worker by Dask; after a second
   death (the scheduler's ``allowed-failures``, 1 here) it is reported ``failed``; a task
   that raises is retried once (``retries=1``), then reported ``failed`` with its error.
@@ -120,8 +120,9 @@ def dashboard(connected) -> str | None:
 def grade(connected, common: dict[str, bytes], jobs: list[tuple[str, str, dict[str, bytes]]],
           limits: sandbox.Limits | None) -> Iterator[tuple[str, str, dict]]:
     """Grades ``jobs`` (student, assignment, files) on the cluster, started in their order;
-    yields (student, assignment, outcome) as they finish. A failure is an outcome with status
-    ``failed``."""
+    yields them as they finish, in batches: a list of (student, assignment, outcome) that
+    finished together (the driver records a batch at once). A failure is an outcome with
+    status ``failed``."""
     from distributed.scheduler import KilledWorker
 
     # keys of this run only: two drivers on one cluster never share a task (Dask would give
@@ -140,22 +141,25 @@ def grade(connected, common: dict[str, bytes], jobs: list[tuple[str, str, dict[s
                                   priority=len(jobs) - index)
         futures[future] = (student, assignment)
     try:
-        for future in _as_completed(futures, common):
-            if future is None:  # nothing finished in time: the cluster is stuck or lost
-                for other in list(futures):
-                    yield (*futures.pop(other), _failed(
-                        f"no submission finished in {STALL:g} s past the longest grading's time: the Dask cluster "
-                        "has no live worker or is stuck; check it (its dashboard), then grade again"))
+        for finished in _as_completed(futures, common):
+            if finished is None:  # nothing finished in time: the cluster is stuck or lost
+                yield [(*futures.pop(other), _failed(
+                    f"no submission finished in {STALL:g} s past the longest grading's time: the Dask cluster "
+                    "has no live worker or is stuck; check it (its dashboard), then grade again"))
+                    for other in list(futures)]
                 return
-            student, assignment = futures.pop(future)
-            try:
-                outcome = future.result(timeout=60)
-            except KilledWorker:
-                outcome = _failed(f"its worker died twice while grading it (out of memory, or the machine was "
-                                  f"lost); grade it alone: make grade STUDENT={student} ASSIGNMENT={assignment}")
-            except Exception as error:
-                outcome = _failed(f"the grader failed twice: {type(error).__name__}: {str(error)[:300]}")
-            yield student, assignment, outcome
+            batch = []
+            for future in finished:
+                student, assignment = futures.pop(future)
+                try:
+                    outcome = future.result(timeout=60)
+                except KilledWorker:
+                    outcome = _failed(f"its worker died twice while grading it (out of memory, or the machine was "
+                                      f"lost); grade it alone: make grade STUDENT={student} ASSIGNMENT={assignment}")
+                except Exception as error:
+                    outcome = _failed(f"the grader failed twice: {type(error).__name__}: {str(error)[:300]}")
+                batch.append((student, assignment, outcome))
+            yield batch
     finally:
         for future in futures:  # interrupted: nothing of this run goes on grading
             future.cancel()
@@ -167,8 +171,9 @@ STALL = 600.0
 
 
 def _as_completed(futures: dict, common: dict):
-    """The futures as they finish; None once none has finished for longer than any
-    grading may take (the driver never waits without a limit)."""
+    """The futures as they finish, in sets of those that finished together; None once none
+    has finished for longer than any grading may take (the driver never waits without a
+    limit)."""
     from distributed import wait
 
     budget = float(common.get(submission.BUDGET, b"0") or 0) or 3600.0
@@ -180,7 +185,7 @@ def _as_completed(futures: dict, common: dict):
         except TimeoutError:
             yield None
             return
-        yield from done
+        yield done  # every future finished by now: those that finished while the driver recorded too
 
 
 def _course_files(files: dict[str, bytes]) -> dict[str, bytes]:

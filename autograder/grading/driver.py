@@ -32,10 +32,9 @@ from autograder.grading.submission import (
     check_submission,
     course_files,
     grader_version,
-    record,
-    recorded,
     submission_files,
 )
+from autograder.grading.recording import BATCH, record_batch, recorded
 from autograder.isolation import inert, sandbox
 from autograder.reporting.results import FAILED, GRADED, Result
 from autograder.reporting.tables import _some, write_reports
@@ -87,7 +86,7 @@ def _save_state(root: Path, state: dict) -> None:
     path = root / "grades" / STATE
     path.parent.mkdir(exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=1))
+    temporary.write_text(json.dumps(state, separators=(",", ":")))  # compact: json's C encoder
     temporary.replace(path)  # atomic: an interruption leaves the old state or the new one
 
 
@@ -203,24 +202,33 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
                     common = {**common, BUDGET: str(float(budget)).encode()}
                 if retrainings is not None:
                     common = {**common, RETRAININGS_FILE: str(int(retrainings)).encode()}
-                for s, a, outcome in run(common, work, limits):
-                    log_path = root / "logs" / f"{s}-{a}.log"
-                    log_path.write_text(inert.text(outcome.get("log", ""), keep="\n\t"))
-                    with _deferred_interrupt(), _quiet(log_path):
-                        result = record(root, s, a, outcome, trusted=limits is None)
-                        if result.status == GRADED:
-                            state[f"{s}/{a}"] = {"digest": digests[(s, a)], "notes": result.notes,
-                                                 "seconds": result.seconds, "scores": result.scores}
-                        else:
-                            state.pop(f"{s}/{a}", None)
-                        _save_state(root, state)
-                    results.append(result)
-                    done += 1
-                    score = "" if result.auto_score is None else f"{result.auto_score:g}/{result.auto_max:g}"
-                    line = inert.text(f"  {result.student:24} {result.assignment:13} {result.status:10} {score:>8}  "
-                                      f"{result.seconds:5.0f} s")
-                    bar.write(line, file=sys.stdout) if progress else log(line)
-                    bar.update()
+                for batch in run(common, work, limits):
+                    # an engine yields what finished together (Dask's as_completed), or one at a
+                    # time: each batch is recorded in one transaction of the gradebook
+                    batch = batch if isinstance(batch, list) else [batch]
+                    for start in range(0, len(batch), BATCH):
+                        part = batch[start:start + BATCH]
+                        for s, a, outcome in part:
+                            (root / "logs" / f"{s}-{a}.log").write_text(inert.text(outcome.get("log", ""), keep="\n\t"))
+                        with _deferred_interrupt(), _quiet(root / "logs" / "recording.log"):
+                            recorded_part = record_batch(root, part, trusted=limits is None)
+                            for result in recorded_part:
+                                key = f"{result.student}/{result.assignment}"
+                                if result.status == GRADED:
+                                    state[key] = {"digest": digests[(result.student, result.assignment)],
+                                                  "notes": result.notes, "seconds": result.seconds,
+                                                  "scores": result.scores}
+                                else:
+                                    state.pop(key, None)
+                            _save_state(root, state)  # after the gradebook's commit
+                        for result in recorded_part:
+                            results.append(result)
+                            done += 1
+                            score = "" if result.auto_score is None else f"{result.auto_score:g}/{result.auto_max:g}"
+                            line = inert.text(f"  {result.student:24} {result.assignment:13} {result.status:10} "
+                                              f"{score:>8}  {result.seconds:5.0f} s")
+                            bar.write(line, file=sys.stdout) if progress else log(line)
+                            bar.update()
     except KeyboardInterrupt:
         _reports(root, results, log)
         raise course.CourseError(

@@ -73,11 +73,28 @@ def _cell_label(cell, index: int) -> str:
     return grade_id or f"cell {index + 1}"
 
 
-def changed_cells(root: Path, student: str, assignment: str) -> list[str]:
+_RELEASES: dict[tuple, object] = {}
+
+
+def _release(root: Path, assignment: str):
+    """An assignment's release notebook, read once while the file is unchanged (the driver
+    records thousands of results of a few assignments). Shared: read it, never change it."""
+    path = root / "release" / assignment / f"{assignment}.ipynb"
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _RELEASES:
+        if len(_RELEASES) > 64:
+            _RELEASES.clear()
+        _RELEASES[key] = nbformat.read(str(path), as_version=4)
+    return _RELEASES[key]
+
+
+def changed_cells(root: Path, student: str, assignment: str, submitted=None) -> list[str]:
     """Notes on the test and locked cells the student deleted or edited (nbgrader grades
-    with the release's version of each)."""
-    release = nbformat.read(str(root / "release" / assignment / f"{assignment}.ipynb"), as_version=4)
-    submitted = nbformat.read(str(root / "submitted" / student / assignment / f"{assignment}.ipynb"), as_version=4)
+    with the release's version of each). ``submitted``: the student's notebook, already read."""
+    release = _release(root, assignment)
+    if submitted is None:
+        submitted = nbformat.read(str(root / "submitted" / student / assignment / f"{assignment}.ipynb"), as_version=4)
     theirs = {}
     for cell in submitted.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
@@ -187,34 +204,33 @@ def execution_notes(notebook) -> list[str]:
     return notes
 
 
-def _grades(root: Path, api, student: str, assignment: str) -> tuple[dict, dict, list]:
-    """The points of each graded cell, in the notebook's order, from the gradebook."""
-    from nbgrader.api import Gradebook
-
-    release = nbformat.read(str(root / "release" / assignment / f"{assignment}.ipynb"), as_version=4)
+def _grades(root: Path, gradebook, student: str, assignment: str) -> tuple[dict, dict, list]:
+    """The points of each graded cell, in the notebook's order, from an open gradebook."""
+    release = _release(root, assignment)
     order = [c.metadata.get("nbgrader", {}).get("grade_id") for c in release.cells]
     manual = [
         c.metadata["nbgrader"]["grade_id"] for c in release.cells
         if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["nbgrader"].get("solution")
     ]
     scores, max_scores = {}, {}
-    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
-        submission = gradebook.find_submission_notebook(assignment, assignment, student)
-        grades = sorted(submission.grades, key=lambda g: order.index(g.name) if g.name in order else len(order))
-        for grade in grades:
-            scores[grade.name] = None if grade.needs_manual_grade else float(grade.score)
-            max_scores[grade.name] = float(grade.max_score)
+    submission = gradebook.find_submission_notebook(assignment, assignment, student)
+    grades = sorted(submission.grades, key=lambda g: order.index(g.name) if g.name in order else len(order))
+    for grade in grades:
+        scores[grade.name] = None if grade.needs_manual_grade else float(grade.score)
+        max_scores[grade.name] = float(grade.max_score)
     return scores, max_scores, manual
 
 
-def _solution_sources(path: Path) -> dict[str, str]:
-    """{grade_id: source} of the cells a student writes (solutions and answers), or {}."""
-    if not path.exists():
-        return {}
-    try:
-        notebook = nbformat.read(str(path), as_version=4)
-    except Exception:
-        return {}
+def _solution_sources(path: Path, notebook=None) -> dict[str, str]:
+    """{grade_id: source} of the cells a student writes (solutions and answers), or {}
+    (``notebook``: the one at ``path``, already read)."""
+    if notebook is None:
+        if not path.exists():
+            return {}
+        try:
+            notebook = nbformat.read(str(path), as_version=4)
+        except Exception:
+            return {}
     return {
         cell.metadata["nbgrader"]["grade_id"]: cell.source.strip()
         for cell in notebook.cells
@@ -222,31 +238,29 @@ def _solution_sources(path: Path) -> dict[str, str]:
     }
 
 
-def keep_hand_grades(root: Path, api, student: str, assignment: str, before: dict[str, str]) -> list[str]:
+def keep_hand_grades(root: Path, gradebook, student: str, assignment: str, before: dict[str, str],
+                     submitted=None) -> list[str]:
     """After autograding again: the grades given by hand (formgrader) stay final where the
     student's work they judged did not change; nbgrader alone flags them all for review.
 
     ``before`` holds the student's cells as graded by hand (the previous autograded
     notebook). An answer keeps its grade if its cell is unchanged; a test cell whose
     score the instructor overrode keeps it if none of the student's cells changed.
-    Returns notes on the hand grades that must be given again.
+    Returns notes on the hand grades that must be given again. ``gradebook`` is open (the
+    caller commits); ``submitted``, the student's notebook, already read.
     """
-    from nbgrader.api import Gradebook
-
-    now = _solution_sources(root / "submitted" / student / assignment / f"{assignment}.ipynb")
+    now = _solution_sources(root / "submitted" / student / assignment / f"{assignment}.ipynb", submitted)
     notes = []
-    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
-        submission = gradebook.find_submission_notebook(assignment, assignment, student)
-        for grade in submission.grades:
-            if grade.manual_score is None:
-                continue
-            same = before.get(grade.name) == now.get(grade.name) if grade.name in now else before == now
-            if before and same:
-                grade.needs_manual_grade = False
-            else:
-                notes.append(f"{grade.name} was graded by hand ({grade.manual_score:g}) but the student's work "
-                             "changed since: grade it again in formgrader")
-        gradebook.db.commit()
+    submission = gradebook.find_submission_notebook(assignment, assignment, student)
+    for grade in submission.grades:
+        if grade.manual_score is None:
+            continue
+        same = before.get(grade.name) == now.get(grade.name) if grade.name in now else before == now
+        if before and same:
+            grade.needs_manual_grade = False
+        else:
+            notes.append(f"{grade.name} was graded by hand ({grade.manual_score:g}) but the student's work "
+                         "changed since: grade it again in formgrader")
     return notes
 
 
@@ -351,7 +365,8 @@ def judge_notes(verdicts: dict) -> list[str]:
     return [f"{what} ({', '.join(tests)} scored 0)" if tests else what for what, tests in concerned.items()]
 
 
-#: the folder of a course where the driver puts what a worker sent back, to record it
+#: the folder where an earlier version of the driver put what a worker sent back, to record
+#: it with nbgrader's autograde (the driver now records the worker's notebook itself)
 INCOMING = ".incoming"
 #: largest submission folder sent to a worker
 MAX_SUBMISSION = 200 * 2**20
@@ -438,69 +453,12 @@ def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | Non
             "feedback": bool(generated.get("success"))}  # the pages: root/feedback/<student>/<assignment>/
 
 
-def hand_given(api, student: str, assignment: str) -> bool:
-    """Whether the gradebook holds anything given by hand for this submission (a score, a
-    comment, extra credit), which its feedback shows: a worker's feedback cannot."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
-        submission = gradebook.find_submission_notebook(assignment, assignment, student)
-        return any(g.manual_score is not None or g.extra_credit for g in submission.grades) or any(
-            c.manual_comment for c in submission.comments)
-
-
-def record(root: Path, student: str, assignment: str, outcome: dict, trusted: bool) -> Result:
-    """The driver's part: records a worker's outcome in the course folder (gradebook,
-    autograded/, feedback/), the only writer of them. nbgrader records the notebook the
-    worker ran (its outputs scored as usual, nothing executed again here)."""
-    notes = changed_cells(root, student, assignment) + ([TRUSTED_NOTE] if trusted else []) + list(outcome["notes"])
-    seconds = outcome.get("seconds", 0.0)
-    if outcome["status"] != GRADED:
-        return Result(student, assignment, outcome["status"], notes=notes, seconds=seconds)
-    incoming = root / INCOMING / student / assignment
-    shutil.rmtree(incoming, ignore_errors=True)
-    _write_tree(incoming, outcome["files"])
-    nbgrader = api(root, record=True)
-    autograded = root / "autograded" / student / assignment / f"{assignment}.ipynb"
-    graded_before = _solution_sources(autograded)  # what any hand grade was given on
-    try:
-        recorded = nbgrader.autograde(assignment, student, force=True, create=True)
-    finally:
-        shutil.rmtree(root / INCOMING / student, ignore_errors=True)
-    if not recorded.get("success"):
-        reason = (recorded.get("log", "") + recorded.get("error", "")).strip().splitlines()
-        return Result(student, assignment, FAILED, notes=notes + [
-            f"nbgrader could not record it: {(reason or ['no log'])[-1][:300]}"], seconds=seconds)
-    graded = nbformat.read(str(autograded), as_version=4)
-    notes += execution_notes(graded)
-    notes += keep_hand_grades(root, nbgrader, student, assignment, graded_before)
-    scores, max_scores, manual = _grades(root, nbgrader, student, assignment)
-    notes += feedback.clean_autograded(root, student, assignment)
-    pages = outcome.get("feedback")
-    if pages and not hand_given(nbgrader, student, assignment):
-        # the worker's feedback, made from the same notebook cleaned the same way
-        folder = root / "feedback" / student / assignment
-        shutil.rmtree(folder, ignore_errors=True)
-        _write_tree(folder, pages)
-    else:  # what a worker could not know (a hand grade), or it could not write it
-        generated = nbgrader.generate_feedback(assignment, student, force=True)
-        if not generated.get("success"):
-            notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
-    inert.protect_feedback(root / "feedback" / student / assignment)
-    return Result(student, assignment, GRADED, scores, max_scores, notes, seconds, manual)
-
-
-def recorded(root: Path, student: str, assignment: str, before: dict) -> Result:
-    """The result of a submission graded before and unchanged since, from the gradebook (hand
-    grades given since included: its feedback is then written again, with them)."""
-    nbgrader = api(root)
-    scores, max_scores, manual = _grades(root, nbgrader, student, assignment)
-    if scores != before.get("scores"):
-        generated = nbgrader.generate_feedback(assignment, student, force=True)
-        if not generated.get("success"):
-            before["notes"] = [*before["notes"], f"feedback not written: {generated.get('error', '')[-300:]}"]
-        inert.protect_feedback(root / "feedback" / student / assignment)
-    return Result(student, assignment, GRADED, scores, max_scores, before["notes"], before["seconds"], manual)
+def hand_given(gradebook, student: str, assignment: str) -> bool:
+    """Whether the gradebook (open) holds anything given by hand for this submission (a
+    score, a comment, extra credit), which its feedback shows: a worker's feedback cannot."""
+    submission = gradebook.find_submission_notebook(assignment, assignment, student)
+    return any(g.manual_score is not None or g.extra_credit for g in submission.grades) or any(
+        c.manual_comment for c in submission.comments)
 
 
 def grader_version() -> str:
@@ -771,6 +729,8 @@ def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits 
         return problem
     common = course_files(root, [assignment])
     outcome = work_in_folder(common, student, assignment, submission_files(root, student, assignment), limits)
+    from autograder.grading.recording import record
+
     return record(root, student, assignment, outcome, trusted=limits is None)
 
 

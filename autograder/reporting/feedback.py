@@ -26,21 +26,42 @@ def _lines(text: str) -> set[str]:
     return {line.strip() for line in text.splitlines() if len(line.strip()) >= MIN_LENGTH}
 
 
-def protected_lines(source: Path, release: Path, submission: Path) -> set[str]:
+_SECRETS: dict[tuple, set[str]] = {}
+
+
+def _key(path: Path) -> tuple:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
+
+
+def _secret(source: Path, release: Path) -> set[str]:
+    """The lines of the hidden tests and solutions of ``source`` that ``release`` does not
+    show; read once while both files are unchanged (the driver records thousands of
+    results of a few assignments)."""
+    key = _key(source) + _key(release)
+    if key not in _SECRETS:
+        if len(_SECRETS) > 64:
+            _SECRETS.clear()
+        secret: set[str] = set()
+        for cell in nbformat.read(str(source), as_version=4).cells:
+            for _, region in REGIONS.findall(cell.source):
+                secret |= _lines(region)
+        shown = {line.strip() for c in nbformat.read(str(release), as_version=4).cells for line in c.source.splitlines()}
+        _SECRETS[key] = secret - shown
+    return _SECRETS[key]
+
+
+def protected_lines(source: Path, release: Path, submission: Path, submitted=None) -> set[str]:
     """The lines of the hidden tests and solutions of ``source`` (the instructor's notebook)
-    that neither the release nor the student's own notebook shows."""
-    instructor = nbformat.read(str(source), as_version=4)
-    secret: set[str] = set()
-    for cell in instructor.cells:
-        for _, region in REGIONS.findall(cell.source):
-            secret |= _lines(region)
-    public = set()
-    for path in (release, submission):
-        try:
-            public |= {line.strip() for c in nbformat.read(str(path), as_version=4).cells for line in c.source.splitlines()}
-        except Exception:  # an unreadable submission was not graded
-            pass
-    return secret - public
+    that neither the release nor the student's own notebook shows (``submitted``: that
+    notebook, already read)."""
+    secret = _secret(source, release)
+    try:
+        mine = submitted if submitted is not None else nbformat.read(str(submission), as_version=4)
+        own = {line.strip() for c in mine.cells for line in c.source.splitlines()}
+    except Exception:  # an unreadable submission was not graded
+        own = set()
+    return secret - own
 
 
 def _texts(output, in_test_cell: bool) -> list[str]:
@@ -75,15 +96,18 @@ def drop_leaked_outputs(notebook, protected: set[str]) -> list[str]:
     return cleaned
 
 
-def clean_autograded(root: Path, student: str, assignment: str) -> list[str]:
-    """Cleans the autograded notebook that the feedback is made from; notes for the instructor."""
+def clean_autograded(root: Path, student: str, assignment: str, notebook=None, submitted=None) -> list[str]:
+    """Cleans the autograded notebook that the feedback is made from; notes for the instructor.
+    ``notebook`` and ``submitted``: the autograded and the student's notebooks, already read."""
     autograded = root / "autograded" / student / assignment / f"{assignment}.ipynb"
     protected = protected_lines(
         root / "source" / assignment / f"{assignment}.ipynb",
         root / "release" / assignment / f"{assignment}.ipynb",
         root / "submitted" / student / assignment / f"{assignment}.ipynb",
+        submitted,
     )
-    notebook = nbformat.read(str(autograded), as_version=4)
+    if notebook is None:
+        notebook = nbformat.read(str(autograded), as_version=4)
     cleaned = drop_leaked_outputs(notebook, protected)
     badge = [c for c in notebook.cells if c.get("id") == BADGE_CELL_ID]
     if badge:  # "Open in Colab" opens the blank release: a link that feedback has no use for

@@ -1,0 +1,236 @@
+"""The driver's recording: what workers graded, written in the course folder in batches.
+
+A worker grades a submission with nbgrader in a course folder of its own: its nbgrader
+sanitizes the notebook (the release's metadata, the source's test cells), executes it and
+scores it there. The driver then records the worker's autograded notebook: it scores its
+outputs with nbgrader's own preprocessors (``SaveAutoGrades``, ``AssignLatePenalties``,
+nothing executed again) and writes autograded/, feedback/ and the gradebook. It alone
+writes them.
+
+A batch (the results that came back together) is recorded in **one transaction** of the
+gradebook: nbgrader's preprocessors commit after each cell, which costs SQLite a
+synchronous write each; here their commits only flush, and the batch commits once. A
+driver stopped midway (Ctrl-C waits for the batch; a kill loses it) leaves the gradebook
+as it was before the batch, and ``grades/.graded.json``, saved after the commit, does not
+list it, so the next run grades it again: no row is lost or doubled. A result that nbgrader
+cannot record fails alone: the batch is recorded again one result at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+
+import nbformat
+
+from autograder.course.config import api
+from autograder.grading.submission import (
+    INCOMING,
+    TRUSTED_NOTE,
+    _grades,
+    _solution_sources,
+    _write_tree,
+    changed_cells,
+    execution_notes,
+    hand_given,
+    keep_hand_grades,
+)
+from autograder.isolation import inert
+from autograder.reporting import feedback
+from autograder.reporting.results import FAILED, GRADED, Result
+
+#: results recorded in one transaction at most (a kill loses at most this many, graded again)
+BATCH = 100
+
+
+class _Flushing:
+    """A session whose ``commit`` only flushes: nbgrader's gradebook methods and preprocessors
+    commit after each change; the batch commits once, at its end."""
+
+    def __init__(self, session):
+        self._session = session
+        self._deferred = False
+
+    def commit(self):
+        if not self._deferred:
+            self._session.flush()
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Commits do nothing at all (not even a flush) until the end of the block."""
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+class _Scoring:
+    """nbgrader's SaveAutoGrades and AssignLatePenalties (as the course configures them), on
+    the batch's open gradebook instead of one of their own per notebook."""
+
+    def __init__(self, gradebook, config):
+        from nbgrader.preprocessors import AssignLatePenalties, SaveAutoGrades
+
+        self.gradebook = gradebook
+        self.save = SaveAutoGrades(config=config)
+        self.late = AssignLatePenalties(config=config)
+        self.late.init_plugin()
+
+    def __call__(self, notebook, student: str, assignment: str) -> None:
+        save, late = self.save, self.late
+        for step in (save, late):
+            step.gradebook = self.gradebook
+            step.notebook_id = step.assignment_id = assignment
+            step.student_id = student
+        session = self.gradebook.db
+        session.flush()  # the submission's rows, which the cells' queries find
+        with session.no_autoflush, session.deferred():
+            # SaveAutoGrades.preprocess, on this gradebook: each cell's grade and comment are
+            # found by their own query and changed in place, flushed together at the end
+            for index, cell in enumerate(notebook.cells):
+                save.preprocess_cell(cell, {}, index)
+        session.flush()
+        # AssignLatePenalties.preprocess, on this gradebook
+        submitted = self.gradebook.find_submission(assignment, student)
+        graded = self.gradebook.find_submission_notebook(assignment, assignment, student)
+        graded.late_submission_penalty = None
+        if submitted.total_seconds_late > 0:
+            penalty = late.plugin_inst.late_submission_penalty(student, graded.score, submitted.total_seconds_late)
+            if penalty is not None:
+                graded.late_submission_penalty = late._check_late_penalty(graded, penalty)
+
+
+def _timestamp(files: dict[str, bytes]):
+    """The submission's timestamp.txt (nbgrader's exchange writes one), parsed as nbgrader
+    parses it; None without one (or with one nbgrader cannot read: the course's deadlines,
+    ``reporting.late``, do not use it)."""
+    from nbgrader.utils import parse_utc
+
+    with contextlib.suppress(Exception):
+        text = files.get("timestamp.txt", b"").decode().strip()
+        return parse_utc(text) if text else None
+    return None
+
+
+def record(root: Path, student: str, assignment: str, outcome: dict, trusted: bool) -> Result:
+    """One result recorded (``record_batch`` of one)."""
+    return record_batch(root, [(student, assignment, outcome)], trusted)[0]
+
+
+def record_batch(root: Path, batch: list[tuple[str, str, dict]], trusted: bool) -> list[Result]:
+    """Records workers' outcomes in the course folder (gradebook, autograded/, feedback/), in
+    one transaction of the gradebook; the results, in the batch's order."""
+    try:
+        return _record(root, batch, trusted)
+    except Exception as error:
+        if len(batch) == 1:
+            student, assignment, outcome = batch[0]
+            return [Result(student, assignment, FAILED, notes=_notes(root, student, assignment, outcome, trusted) + [
+                f"nbgrader could not record it: {type(error).__name__}: {str(error)[:300]}; grade it again"],
+                seconds=outcome.get("seconds", 0.0))]
+        # one result nbgrader cannot record fails alone
+        return [result for item in batch for result in record_batch(root, [item], trusted)]
+
+
+def _notes(root: Path, student: str, assignment: str, outcome: dict, trusted: bool, submitted=None) -> list[str]:
+    return (changed_cells(root, student, assignment, submitted) + ([TRUSTED_NOTE] if trusted else [])
+            + list(outcome["notes"]))
+
+
+def _record(root: Path, batch: list[tuple[str, str, dict]], trusted: bool) -> list[Result]:
+    """Reads and checks the batch (nothing written), scores it in one transaction of the
+    gradebook, then writes autograded/ and feedback/: a batch that fails before its commit
+    leaves the course folder as it was."""
+    from nbgrader.api import Gradebook
+
+    nbgrader = api(root)
+    coursedir = nbgrader.coursedir
+    results: list[Result | None] = []
+    graded = []  # (index, student, assignment, outcome, notes, the student's notebook, the autograded one)
+    befores = {}  # index: the student's cells as the last grading saw them (what any hand grade was given on)
+    for student, assignment, outcome in batch:
+        # the student's notebook, read once (checked readable before it was graded)
+        submitted = nbformat.read(str(root / "submitted" / student / assignment / f"{assignment}.ipynb"), as_version=4)
+        notes = _notes(root, student, assignment, outcome, trusted, submitted)
+        if outcome["status"] != GRADED:
+            results.append(Result(student, assignment, outcome["status"], notes=notes,
+                                  seconds=outcome.get("seconds", 0.0)))
+            continue
+        _check_tree(root / "autograded" / student / assignment, outcome["files"])
+        _check_tree(root / "feedback" / student / assignment, outcome.get("feedback") or {})
+        notebook = nbformat.reads(outcome["files"][f"{assignment}.ipynb"].decode(), as_version=4)
+        befores[len(results)] = _solution_sources(root / "autograded" / student / assignment / f"{assignment}.ipynb")
+        graded.append((len(results), student, assignment, outcome, notes, submitted, notebook))
+        results.append(None)
+    if not graded:
+        return results
+    hand = set()
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+        session = gradebook.db
+        gradebook.db = _Flushing(session)
+        try:
+            score = _Scoring(gradebook, nbgrader.config)
+            for index, student, assignment, outcome, notes, submitted, notebook in graded:
+                gradebook.update_or_create_student(student)
+                timestamp = _timestamp(outcome["files"])
+                gradebook.update_or_create_submission(
+                    assignment, student, **({"timestamp": timestamp} if timestamp else {}))
+                score(notebook, student, assignment)
+                notes += execution_notes(notebook)
+                notes += keep_hand_grades(root, gradebook, student, assignment, befores[index], submitted)
+                scores, max_scores, manual = _grades(root, gradebook, student, assignment)
+                if hand_given(gradebook, student, assignment):
+                    hand.add(index)
+                results[index] = Result(student, assignment, GRADED, scores, max_scores, notes,
+                                        outcome.get("seconds", 0.0), manual)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+    shutil.rmtree(root / INCOMING, ignore_errors=True)  # what an earlier version of the driver left
+    for index, student, assignment, outcome, notes, submitted, notebook in graded:
+        folder = root / "autograded" / student / assignment
+        shutil.rmtree(folder, ignore_errors=True)
+        _write_tree(folder, outcome["files"])
+        notes += feedback.clean_autograded(root, student, assignment, notebook, submitted)
+        pages = outcome.get("feedback")
+        if pages and index not in hand:
+            # the worker's feedback, made from the same notebook cleaned the same way
+            folder = root / "feedback" / student / assignment
+            shutil.rmtree(folder, ignore_errors=True)
+            _write_tree(folder, pages)
+        else:  # what a worker could not know (a hand grade), or it could not write it
+            generated = nbgrader.generate_feedback(assignment, student, force=True)
+            if not generated.get("success"):
+                notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
+        inert.protect_feedback(root / "feedback" / student / assignment)
+    return results
+
+
+def _check_tree(folder: Path, files: dict[str, bytes]) -> None:
+    """Raises ValueError for a file that would land outside ``folder`` (``_write_tree`` does
+    too, but after the commit it would be too late to fail alone)."""
+    for name in files:
+        if folder.resolve() not in (folder / name).resolve().parents:
+            raise ValueError(f"a file outside its folder: {name}")
+
+
+def recorded(root: Path, student: str, assignment: str, before: dict) -> Result:
+    """The result of a submission graded before and unchanged since, from the gradebook (hand
+    grades given since included: its feedback is then written again, with them)."""
+    from nbgrader.api import Gradebook
+
+    nbgrader = api(root)
+    with Gradebook(nbgrader.coursedir.db_url, nbgrader.coursedir.course_id) as gradebook:
+        scores, max_scores, manual = _grades(root, gradebook, student, assignment)
+    if scores != before.get("scores"):
+        generated = nbgrader.generate_feedback(assignment, student, force=True)
+        if not generated.get("success"):
+            before["notes"] = [*before["notes"], f"feedback not written: {generated.get('error', '')[-300:]}"]
+        inert.protect_feedback(root / "feedback" / student / assignment)
+    return Result(student, assignment, GRADED, scores, max_scores, before["notes"], before["seconds"], manual)

@@ -153,6 +153,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     chosen = [assignment] if assignment else names
     ensure_released(root, chosen)
     (root / "logs").mkdir(exist_ok=True)
+    (root / "logs" / "recording.log").write_text("")  # what nbgrader says while this run records
     state = {} if force else _load_state(root)
     version = grader_version()
     results, work, digests = [], [], {}

@@ -14,7 +14,7 @@ and the CPU seconds of its process (``time.process_time``; the kernel's and the 
 process's own CPU are their children's, shown apart). The first run is a warm-up unless
 ``--repeats 1``; the table is the median of the others.
 
-``--end-to-end``: no table; the submission graded ``--repeats`` times by ``grade_one``
+``--end-to-end``: no table; the submission graded ``--repeats`` times by ``recording.grade_one``
 (a worker's fork server, started by the first, then the driver's recording), with its
 worker's seconds (``Result.seconds``: the grading process, forked from the server).
 """
@@ -156,7 +156,7 @@ def solution_course(assignment: str):
 
 
 def end_to_end(args):
-    from autograder.grading import submission
+    from autograder.grading import recording
     from autograder.isolation import sandbox
 
     limits = None if args.trusted else sandbox.Limits()
@@ -164,7 +164,7 @@ def end_to_end(args):
     with solution_course(args.assignment) as root:
         seconds = []
         for _ in range(args.repeats):
-            result = submission.grade_one(root, student, args.assignment, limits)
+            result = recording.grade_one(root, student, args.assignment, limits)
             assert result.status == "graded" and result.auto_score == result.auto_max, (result.scores, result.notes)
             seconds.append(result.seconds)
     print(f"{args.assignment} solution graded end to end: {', '.join(f'{s:.2f}' for s in seconds)} s of its worker "

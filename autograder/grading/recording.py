@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -27,6 +28,10 @@ import nbformat
 from autograder.course.config import api
 from autograder.grading.submission import (
     INCOMING,
+    check_submission,
+    course_files,
+    submission_files,
+    work_in_folder,
     TRUSTED_NOTE,
     _grades,
     _solution_sources,
@@ -36,7 +41,7 @@ from autograder.grading.submission import (
     hand_given,
     keep_hand_grades,
 )
-from autograder.isolation import inert
+from autograder.isolation import inert, sandbox
 from autograder.reporting import feedback
 from autograder.reporting.results import FAILED, GRADED, Result
 
@@ -188,7 +193,10 @@ def _record(root: Path, batch: list[tuple[str, str, dict]], trusted: bool) -> li
     if not graded:
         return results
     hand = set()
-    with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+    with warnings.catch_warnings(), Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+        # nbgrader's add_submission builds a submission's rows while the session autoflushes,
+        # and SQLAlchemy warns about the half-built ones; nbgrader's own autograde does the same
+        warnings.filterwarnings("ignore", message=r".*not in session, add operation along")
         session = gradebook.db
         gradebook.db = _Flushing(session)
         try:
@@ -253,3 +261,14 @@ def recorded(root: Path, student: str, assignment: str, before: dict) -> Result:
             before["notes"] = [*before["notes"], f"feedback not written: {generated.get('error', '')[-300:]}"]
         inert.protect_feedback(root / "feedback" / student / assignment)
     return Result(student, assignment, GRADED, scores, max_scores, before["notes"], before["seconds"], manual)
+
+
+def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits | None = sandbox.Limits()) -> Result:
+    """Grades one submission here, as a worker and the driver would; never raises for a bad
+    submission. The student's code runs in the sandbox with ``limits``; None: without one."""
+    problem = check_submission(root, student, assignment)
+    if problem is not None:
+        return problem
+    common = course_files(root, [assignment])
+    outcome = work_in_folder(common, student, assignment, submission_files(root, student, assignment), limits)
+    return record(root, student, assignment, outcome, trusted=limits is None)

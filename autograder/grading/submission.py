@@ -721,19 +721,6 @@ def _log_tail(path: Path) -> str:
         return f.read(MAX_LOG).decode(errors="replace")
 
 
-def grade_one(root: Path, student: str, assignment: str, limits: sandbox.Limits | None = sandbox.Limits()) -> Result:
-    """Grades one submission here, as a worker and the driver would; never raises for a bad
-    submission. The student's code runs in the sandbox with ``limits``; None: without one."""
-    problem = check_submission(root, student, assignment)
-    if problem is not None:
-        return problem
-    common = course_files(root, [assignment])
-    outcome = work_in_folder(common, student, assignment, submission_files(root, student, assignment), limits)
-    from autograder.grading.recording import record
-
-    return record(root, student, assignment, outcome, trusted=limits is None)
-
-
 def main(argv=None):
     """``python -m autograder.grading.submission FOLDER STUDENT ASSIGNMENT``: a worker's grading process."""
     import argparse

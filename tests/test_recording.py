@@ -125,14 +125,53 @@ def test_a_driver_killed_while_recording_loses_no_row_and_the_next_run_grades_th
     assert all((root / "feedback" / f"student-{i:02d}" / "01-ddpg" / "01-ddpg.html").is_file() for i in range(CLASS))
 
 
-def test_a_result_nbgrader_cannot_record_fails_alone_and_the_batch_is_recorded(course, monkeypatch):
+def _new_students(root, *names):
+    """Students who hand in the same notebook as student-00 (never graded yet)."""
+    for name in names:
+        shutil.rmtree(root / "submitted" / name, ignore_errors=True)
+        shutil.copytree(root / "submitted" / "student-00", root / "submitted" / name)
+
+
+def _notebooks_of(root, student) -> int:
+    with sqlite3.connect(root / "gradebook.db") as db:
+        return db.execute("select count(*) from submitted_notebook join submitted_assignment on "
+                          "submitted_notebook.assignment_id = submitted_assignment.id where student_id = ?",
+                          (student,)).fetchone()[0]
+
+
+def test_a_result_nbgrader_cannot_record_fails_alone_and_the_batch_is_recorded(course):
     from autograder.grading import recording
 
     root, outcome, scores = course
     good = pickle.loads(outcome.read_bytes())
     broken = dict(good, files={**good["files"], "01-ddpg.ipynb": b"{ not a notebook"})
-    batch = [("student-01", "01-ddpg", good), ("student-02", "01-ddpg", broken), ("student-03", "01-ddpg", good)]
+    _new_students(root, "alone-1", "alone-2", "alone-3")
+    batch = [("alone-1", "01-ddpg", good), ("alone-2", "01-ddpg", broken), ("alone-3", "01-ddpg", good)]
     results = recording.record_batch(root, batch, trusted=False)
     assert [r.status for r in results] == ["graded", "failed", "graded"]
     assert results[0].scores == results[2].scores == scores
     assert "nbgrader could not record it" in results[1].notes[-1] and "grade it again" in results[1].notes[-1]
+    assert [_notebooks_of(root, s) for s in ("alone-1", "alone-2", "alone-3")] == [1, 0, 1]
+    assert not (root / "autograded" / "alone-2").exists()
+
+
+def test_the_notes_made_while_the_files_are_written_reach_the_result(course):
+    # an output that shows a line of a hidden test is removed from the feedback, and the
+    # instructor is told (the note is made after the batch's commit)
+    from autograder.reporting import feedback
+    from autograder.grading import recording
+
+    root, outcome, scores = course
+    good = pickle.loads(outcome.read_bytes())
+    secret = sorted(feedback._secret(root / "source" / "01-ddpg" / "01-ddpg.ipynb",
+                                     root / "release" / "01-ddpg" / "01-ddpg.ipynb"))[0]
+    notebook = json.loads(good["files"]["01-ddpg.ipynb"])
+    cell = next(c for c in notebook["cells"] if c["cell_type"] == "code"
+                and not c["metadata"].get("nbgrader", {}).get("grade"))
+    cell["outputs"].append({"output_type": "stream", "name": "stdout", "text": secret + "\n"})
+    leaky = dict(good, files={**good["files"], "01-ddpg.ipynb": json.dumps(notebook).encode()})
+    _new_students(root, "leaky")
+    [result] = recording.record_batch(root, [("leaky", "01-ddpg", leaky)], trusted=False)
+    assert result.status == "graded" and result.scores == scores
+    assert any(note.startswith("feedback: the output of") and "showed hidden tests" in note for note in result.notes), \
+        result.notes

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 
 from autograder.grading import submission, zygote
+from autograder.grading.recording import BATCH
 from autograder.isolation import sandbox
 
 #: deaths of a task's worker after which the task is failed (Dask's default is 3)
@@ -148,18 +149,22 @@ def grade(connected, common: dict[str, bytes], jobs: list[tuple[str, str, dict[s
                     "has no live worker or is stuck; check it (its dashboard), then grade again"))
                     for other in list(futures)]
                 return
-            batch = []
-            for future in finished:
-                student, assignment = futures.pop(future)
-                try:
-                    outcome = future.result(timeout=60)
-                except KilledWorker:
-                    outcome = _failed(f"its worker died twice while grading it (out of memory, or the machine was "
-                                      f"lost); grade it alone: make grade STUDENT={student} ASSIGNMENT={assignment}")
-                except Exception as error:
-                    outcome = _failed(f"the grader failed twice: {type(error).__name__}: {str(error)[:300]}")
-                batch.append((student, assignment, outcome))
-            yield batch
+            finished = list(finished)
+            # BATCH outcomes fetched at a time: the driver holds no more than it records at once
+            for start in range(0, len(finished), BATCH):
+                batch = []
+                for future in finished[start:start + BATCH]:
+                    student, assignment = futures.pop(future)
+                    try:
+                        outcome = future.result(timeout=60)
+                    except KilledWorker:
+                        outcome = _failed(f"its worker died twice while grading it (out of memory, or the machine "
+                                          f"was lost); grade it alone: make grade STUDENT={student} "
+                                          f"ASSIGNMENT={assignment}")
+                    except Exception as error:
+                        outcome = _failed(f"the grader failed twice: {type(error).__name__}: {str(error)[:300]}")
+                    batch.append((student, assignment, outcome))
+                yield batch
     finally:
         for future in futures:  # interrupted: nothing of this run goes on grading
             future.cancel()

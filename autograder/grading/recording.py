@@ -7,13 +7,16 @@ outputs with nbgrader's own preprocessors (``SaveAutoGrades``, ``AssignLatePenal
 nothing executed again) and writes autograded/, feedback/ and the gradebook. It alone
 writes them.
 
-A batch (the results that came back together) is recorded in **one transaction** of the
-gradebook: nbgrader's preprocessors commit after each cell, which costs SQLite a
-synchronous write each; here their commits only flush, and the batch commits once. A
-driver stopped midway (Ctrl-C waits for the batch; a kill loses it) leaves the gradebook
-as it was before the batch, and ``grades/.graded.json``, saved after the commit, does not
-list it, so the next run grades it again: no row is lost or doubled. A result that nbgrader
-cannot record fails alone: the batch is recorded again one result at a time.
+A batch (the results that came back together, at most ``BATCH``) is scored in **one
+transaction** of the gradebook: nbgrader's preprocessors commit after each cell, which costs
+SQLite a synchronous write each; here their commits only flush, and the batch commits once.
+Only then are autograded/ and feedback/ written, and ``grades/.graded.json`` saved. A driver
+killed before the commit leaves the gradebook as it was before the batch, and the next run
+grades the batch again: no row is lost or doubled. (Killed between the commit and the state's
+save, the batch's rows are in the gradebook and the next run grades it again, updating them
+in place.) A result that cannot be read or scored fails alone (the batch is scored again one
+result at a time); one whose files cannot be written after the commit fails alone too, with
+the reason, and is graded again by the next run.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ from autograder.isolation import inert, sandbox
 from autograder.reporting import feedback
 from autograder.reporting.results import FAILED, GRADED, Result
 
-#: results recorded in one transaction at most (a kill loses at most this many, graded again)
-BATCH = 100
+#: results recorded in one transaction at most: a kill loses at most this many (graded again),
+#: and the gradebook's write lock (which formgrader waits for, 5 s at most) is held about a second
+BATCH = 25
 
 
 #: indexes nbgrader's gradebook lacks: a submitted notebook's grades and comments (its
@@ -55,16 +59,26 @@ INDEXES = ("CREATE INDEX IF NOT EXISTS ix_course_grade_notebook ON grade (notebo
            "CREATE INDEX IF NOT EXISTS ix_course_comment_notebook ON comment (notebook_id)")
 
 
-def _tune(session) -> None:
-    """The gradebook's indexes, and fresh statistics for SQLite's query planner (a sample of
-    each index, a few milliseconds): without them, nbgrader's query for one grade reads the
-    grades of that cell for every student, so recording slowed down as the class grew."""
+_ANALYZED: dict[str, int] = {}  # gradebook: its submitted notebooks when SQLite last counted them
+
+
+def _tune(session, db_url: str) -> None:
+    """The gradebook's indexes, and SQLite's statistics for its query planner (a sample of
+    each index) each time the class recorded in it has doubled since they were made: without
+    them, nbgrader's query for one grade reads the grades of that cell for every student, so
+    recording slowed down as the class grew. Both are outside the batch's transaction (SQLite
+    commits them at once): a few small writes per driver run."""
     from sqlalchemy import text
 
+    notebooks = session.execute(text("SELECT count(*) FROM submitted_notebook")).scalar() or 0
+    if db_url in _ANALYZED and notebooks < 2 * _ANALYZED[db_url] + 50:
+        return
     for statement in INDEXES:
         session.execute(text(statement))
     session.execute(text("PRAGMA analysis_limit=400"))
     session.execute(text("ANALYZE"))
+    session.commit()
+    _ANALYZED[db_url] = notebooks
 
 
 class _Flushing:
@@ -150,13 +164,17 @@ def record_batch(root: Path, batch: list[tuple[str, str, dict]], trusted: bool) 
     one transaction of the gradebook; the results, in the batch's order."""
     try:
         return _record(root, batch, trusted)
-    except Exception as error:
+    except Exception as error:  # nothing of the batch was written: each on its own
         if len(batch) == 1:
             student, assignment, outcome = batch[0]
-            return [Result(student, assignment, FAILED, notes=_notes(root, student, assignment, outcome, trusted) + [
-                f"nbgrader could not record it: {type(error).__name__}: {str(error)[:300]}; grade it again"],
+            try:
+                notes = _notes(root, student, assignment, outcome, trusted)
+            except Exception:
+                notes = list(outcome.get("notes", []))
+            return [Result(student, assignment, FAILED, notes=notes + [
+                f"nbgrader could not record it ({type(error).__name__}: {str(error)[:300]}): the gradebook has no "
+                "new score for it; fix the submission's notebook by hand or grade it again"],
                 seconds=outcome.get("seconds", 0.0))]
-        # one result nbgrader cannot record fails alone
         return [result for item in batch for result in record_batch(root, [item], trusted)]
 
 
@@ -166,9 +184,9 @@ def _notes(root: Path, student: str, assignment: str, outcome: dict, trusted: bo
 
 
 def _record(root: Path, batch: list[tuple[str, str, dict]], trusted: bool) -> list[Result]:
-    """Reads and checks the batch (nothing written), scores it in one transaction of the
-    gradebook, then writes autograded/ and feedback/: a batch that fails before its commit
-    leaves the course folder as it was."""
+    """Reads and checks the batch, scores it in one transaction of the gradebook (an error
+    before the commit raises, with nothing of the batch written), then writes autograded/
+    and feedback/ (an error there fails that result alone)."""
     from nbgrader.api import Gradebook
 
     nbgrader = api(root)
@@ -192,15 +210,15 @@ def _record(root: Path, batch: list[tuple[str, str, dict]], trusted: bool) -> li
         results.append(None)
     if not graded:
         return results
-    hand = set()
+    hand, grades = set(), {}
     with warnings.catch_warnings(), Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
         # nbgrader's add_submission builds a submission's rows while the session autoflushes,
         # and SQLAlchemy warns about the half-built ones; nbgrader's own autograde does the same
         warnings.filterwarnings("ignore", message=r".*not in session, add operation along")
         session = gradebook.db
+        _tune(session, coursedir.db_url)
         gradebook.db = _Flushing(session)
         try:
-            _tune(session)
             score = _Scoring(gradebook, nbgrader.config)
             for index, student, assignment, outcome, notes, submitted, notebook in graded:
                 gradebook.update_or_create_student(student)
@@ -210,33 +228,47 @@ def _record(root: Path, batch: list[tuple[str, str, dict]], trusted: bool) -> li
                 score(notebook, student, assignment)
                 notes += execution_notes(notebook)
                 notes += keep_hand_grades(root, gradebook, student, assignment, befores[index], submitted)
-                scores, max_scores, manual = _grades(root, gradebook, student, assignment)
+                grades[index] = _grades(root, gradebook, student, assignment)
                 if hand_given(gradebook, student, assignment):
                     hand.add(index)
-                results[index] = Result(student, assignment, GRADED, scores, max_scores, notes,
-                                        outcome.get("seconds", 0.0), manual)
             session.commit()
         except BaseException:
             session.rollback()
             raise
     shutil.rmtree(root / INCOMING, ignore_errors=True)  # what an earlier version of the driver left
     for index, student, assignment, outcome, notes, submitted, notebook in graded:
-        folder = root / "autograded" / student / assignment
-        shutil.rmtree(folder, ignore_errors=True)
-        _write_tree(folder, outcome["files"])
-        notes += feedback.clean_autograded(root, student, assignment, notebook, submitted)
-        pages = outcome.get("feedback")
-        if pages and index not in hand:
-            # the worker's feedback, made from the same notebook cleaned the same way
-            folder = root / "feedback" / student / assignment
-            shutil.rmtree(folder, ignore_errors=True)
-            _write_tree(folder, pages)
-        else:  # what a worker could not know (a hand grade), or it could not write it
-            generated = nbgrader.generate_feedback(assignment, student, force=True)
-            if not generated.get("success"):
-                notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
-        inert.protect_feedback(root / "feedback" / student / assignment)
+        seconds = outcome.get("seconds", 0.0)
+        try:
+            notes += _write_files(root, nbgrader, student, assignment, outcome, notebook, submitted, index in hand)
+        except Exception as error:  # its rows are committed; .graded.json will not list it: graded again
+            results[index] = Result(student, assignment, FAILED, notes=notes + [
+                f"its scores are in the gradebook but its files could not be written ({type(error).__name__}: "
+                f"{str(error)[:300]}): grade it again"], seconds=seconds)
+            continue
+        scores, max_scores, manual = grades[index]
+        results[index] = Result(student, assignment, GRADED, scores, max_scores, notes, seconds, manual)
     return results
+
+
+def _write_files(root: Path, nbgrader, student: str, assignment: str, outcome: dict, notebook, submitted,
+                 hand: bool) -> list[str]:
+    """autograded/ and feedback/ of a result whose scores are committed; notes for the instructor."""
+    folder = root / "autograded" / student / assignment
+    shutil.rmtree(folder, ignore_errors=True)
+    _write_tree(folder, outcome["files"])
+    notes = feedback.clean_autograded(root, student, assignment, notebook, submitted)
+    pages = outcome.get("feedback")
+    if pages and not hand:
+        # the worker's feedback, made from the same notebook cleaned the same way
+        folder = root / "feedback" / student / assignment
+        shutil.rmtree(folder, ignore_errors=True)
+        _write_tree(folder, pages)
+    else:  # what a worker could not know (a hand grade), or it could not write it
+        generated = nbgrader.generate_feedback(assignment, student, force=True)
+        if not generated.get("success"):
+            notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
+    inert.protect_feedback(root / "feedback" / student / assignment)
+    return notes
 
 
 def _check_tree(folder: Path, files: dict[str, bytes]) -> None:

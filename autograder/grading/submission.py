@@ -73,6 +73,13 @@ def _cell_label(cell, index: int) -> str:
     return grade_id or f"cell {index + 1}"
 
 
+def _their_meta(cell) -> dict:
+    """A student's cell's nbgrader metadata, {} when it is not a mapping (the student's file
+    may hold anything there: a string, a list)."""
+    meta = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell.get("metadata"), dict) else {}
+    return meta if isinstance(meta, dict) else {}
+
+
 _RELEASES: dict[tuple, object] = {}
 
 
@@ -97,8 +104,8 @@ def changed_cells(root: Path, student: str, assignment: str, submitted=None) -> 
         submitted = nbformat.read(str(root / "submitted" / student / assignment / f"{assignment}.ipynb"), as_version=4)
     theirs = {}
     for cell in submitted.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id:
+        grade_id = _their_meta(cell).get("grade_id")
+        if isinstance(grade_id, str) and grade_id:
             theirs.setdefault(grade_id, cell)
     notes = []
     for cell in release.cells:
@@ -232,9 +239,9 @@ def _solution_sources(path: Path, notebook=None) -> dict[str, str]:
         except Exception:
             return {}
     return {
-        cell.metadata["nbgrader"]["grade_id"]: cell.source.strip()
+        str(_their_meta(cell)["grade_id"]): cell.source.strip()
         for cell in notebook.cells
-        if cell.metadata.get("nbgrader", {}).get("solution") and cell.metadata["nbgrader"].get("grade_id")
+        if _their_meta(cell).get("solution") and _their_meta(cell).get("grade_id")
     }
 
 

@@ -128,7 +128,7 @@ def process_pool(scheduler, jobs, log):
             futures = {pool.submit(submission.work_in_folder, common, s, a, files, limits): (s, a)
                        for s, a, files in work}
             for future in as_completed(futures):
-                yield (*futures[future], future.result())
+                yield [(*futures[future], future.result())]
         yield run
 
 
@@ -233,21 +233,7 @@ def recording(base: Path, size: int, figures: dict) -> None:
     assignment = "01-ddpg"
     _write(root, "student-0000", assignment)
     ensure_released(root, course.assignments())
-    captured = {}
-
-    @contextlib.contextmanager
-    def capturing(scheduler, jobs, log):
-        with submission_engine(scheduler, jobs, log) as run:
-            def grade_and_keep(common, work, limits):
-                for batch in run(common, work, limits):
-                    for _, _, outcome in batch:
-                        captured["outcome"] = outcome
-                    yield batch
-            yield grade_and_keep
-
-    from autograder.grading.distribute import engine as submission_engine
-
-    [first] = grade.grade(root, assignment=assignment, jobs=1, log=lambda *a: None, force=True, engine=capturing)
+    first, outcome = sample_class.graded_with_outcome(root, "student-0000", assignment)
     assert first.status == "graded", first.notes
     source = root / "submitted" / "student-0000"
     for i in range(1, size + 1):
@@ -256,7 +242,7 @@ def recording(base: Path, size: int, figures: dict) -> None:
     @contextlib.contextmanager
     def at_once(scheduler, jobs, log):
         def run(common, work, limits):
-            yield [(s, a, captured["outcome"]) for s, a, _files in work]
+            yield [(s, a, outcome) for s, a, _files in work]
         yield run
 
     shown = {"n": 0}

@@ -440,6 +440,31 @@ def _apply(notebook, edit: Edit, student: str):
         cell.source = cell.source.replace(edit.old, edit.new, 1)
 
 
+def graded_with_outcome(root: Path, student: str, assignment: str):
+    """Grades one submission of ``root`` as ``python -m autograder grade`` does (a local Dask
+    worker, the sandbox) and returns its result and the worker's outcome, which the recording
+    benchmark and tests give the driver again without grading."""
+    import contextlib
+
+    from autograder.grading import driver
+    from autograder.grading.distribute import engine as dask_engine
+
+    captured = {}
+
+    @contextlib.contextmanager
+    def capturing(scheduler, jobs, log):
+        with dask_engine(scheduler, jobs, log) as run:
+            def keep(common, work, limits):
+                for batch in run(common, work, limits):
+                    captured.update({s: outcome for s, _, outcome in batch})
+                    yield batch
+            yield keep
+
+    [result] = driver.grade(root, student=student, assignment=assignment, jobs=1, log=lambda *a: None,
+                            force=True, engine=capturing)
+    return result, captured[student]
+
+
 def write_sample(sample: Sample, submitted: Path) -> Path:
     """Writes one sample's submission under submitted/<student>/<assignment>/."""
     folder = Path(submitted) / sample.student / sample.assignment

@@ -485,8 +485,8 @@ def test_the_submissions_whose_tests_train_are_handed_out_first():
         def run(common, work, limits):
             for student, assignment, _ in work:
                 order.append(student)
-                yield student, assignment, {"status": FAILED, "notes": ["not graded (order test)"], "seconds": 0.0,
-                                            "files": {}}
+                yield [(student, assignment, {"status": FAILED, "notes": ["not graded (order test)"],
+                                              "seconds": 0.0, "files": {}})]
         yield run
 
     grading.grade(root, limits=None, log=lambda *a: None, engine=engine)

@@ -4,7 +4,6 @@ the next run grades exactly what the killed one had not recorded."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import pickle
@@ -65,23 +64,10 @@ def course(tmp_path_factory):
     for i in range(CLASS):
         sample_class.write_sample(dataclasses.replace(SOLUTION, student=f"student-{i:02d}"), root / "submitted")
     ensure_released(root, ["01-ddpg"])
-    captured = {}
-    from autograder.grading.distribute import engine as dask_engine
-
-    @contextlib.contextmanager
-    def capturing(scheduler, jobs, log):
-        with dask_engine(scheduler, jobs, log) as run:
-            def keep(common, work, limits):
-                for batch in run(common, work, limits):
-                    captured["outcome"] = batch[0][2]
-                    yield batch
-            yield keep
-
-    [first] = grading.grade(root, student="student-00", assignment="01-ddpg", jobs=1, log=lambda *a: None,
-                            engine=capturing)
+    first, captured = sample_class.graded_with_outcome(root, "student-00", "01-ddpg")
     assert first.scores == sample_class.expected_scores(SOLUTION, sample_class.max_scores("01-ddpg")), first.notes
     outcome = tmp_path_factory.mktemp("recording") / "outcome.pickle"
-    outcome.write_bytes(pickle.dumps(captured["outcome"]))
+    outcome.write_bytes(pickle.dumps(captured))
     yield root, outcome, first.scores
     shutil.rmtree(root, ignore_errors=True)
 

@@ -88,3 +88,21 @@ def shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+_NOTEBOOKS: dict[tuple, object] = {}
+
+
+def course_notebook(path: Path):
+    """A notebook of the course's own (a source or a release, never a student's), read once
+    while the file is unchanged: the driver records thousands of results of a few
+    assignments. Shared between callers: read it, never change it."""
+    import nbformat
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _NOTEBOOKS:
+        if len(_NOTEBOOKS) > 64:
+            _NOTEBOOKS.clear()
+        _NOTEBOOKS[key] = nbformat.read(str(path), as_version=4)
+    return _NOTEBOOKS[key]

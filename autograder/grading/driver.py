@@ -121,7 +121,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     graded again unless ``force``. ``progress`` shows a bar (counts, ETA). Students' code
     runs in the sandbox with ``limits`` (None: without a sandbox, and every row says so);
     a machine where no sandbox can start is a CourseError. ``engine`` replaces Dask
-    (``distribute.engine``) by another (the benchmark's process pool). ``budget``: each
+    (``distribute.engine``) by another (the benchmark's process pool): a context manager
+    giving ``run(common, work, limits)``, which yields lists of (student, assignment, outcome). ``budget``: each
     submission's time budget in seconds, for the kernel, the student's process and the judge
     together (None: the sum of its assignment's cell time limits plus 120 s). ``retrainings``:
     how many times a failed learning test may train again with one of the student's functions
@@ -204,9 +205,8 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
                 if retrainings is not None:
                     common = {**common, RETRAININGS_FILE: str(int(retrainings)).encode()}
                 for batch in run(common, work, limits):
-                    # an engine yields what finished together (Dask's as_completed), or one at a
-                    # time: each batch is recorded in one transaction of the gradebook
-                    batch = batch if isinstance(batch, list) else [batch]
+                    # an engine yields lists of (student, assignment, outcome): what finished
+                    # together (Dask's as_completed); each part recorded in one transaction
                     for start in range(0, len(batch), BATCH):
                         part = batch[start:start + BATCH]
                         for s, a, outcome in part:

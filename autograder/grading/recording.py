@@ -30,19 +30,19 @@ import nbformat
 
 from autograder.course.config import api
 from autograder.grading.submission import (
-    INCOMING,
-    check_submission,
-    course_files,
-    submission_files,
-    work_in_folder,
     TRUSTED_NOTE,
     _grades,
     _solution_sources,
     _write_tree,
     changed_cells,
+    check_submission,
+    check_tree,
+    course_files,
     execution_notes,
     hand_given,
     keep_hand_grades,
+    submission_files,
+    work_in_folder,
 )
 from autograder.isolation import inert, sandbox
 from autograder.reporting import feedback
@@ -202,8 +202,9 @@ def _record(root: Path, batch: list[tuple[str, str, dict]], trusted: bool) -> li
             results.append(Result(student, assignment, outcome["status"], notes=notes,
                                   seconds=outcome.get("seconds", 0.0)))
             continue
-        _check_tree(root / "autograded" / student / assignment, outcome["files"])
-        _check_tree(root / "feedback" / student / assignment, outcome.get("feedback") or {})
+        # _write_tree checks too, but after the commit it would be too late to fail alone
+        check_tree(root / "autograded" / student / assignment, outcome["files"])
+        check_tree(root / "feedback" / student / assignment, outcome.get("feedback") or {})
         notebook = nbformat.reads(outcome["files"][f"{assignment}.ipynb"].decode(), as_version=4)
         befores[len(results)] = _solution_sources(root / "autograded" / student / assignment / f"{assignment}.ipynb")
         graded.append((len(results), student, assignment, outcome, notes, submitted, notebook))
@@ -235,7 +236,6 @@ def _record(root: Path, batch: list[tuple[str, str, dict]], trusted: bool) -> li
         except BaseException:
             session.rollback()
             raise
-    shutil.rmtree(root / INCOMING, ignore_errors=True)  # what an earlier version of the driver left
     for index, student, assignment, outcome, notes, submitted, notebook in graded:
         seconds = outcome.get("seconds", 0.0)
         try:
@@ -269,14 +269,6 @@ def _write_files(root: Path, nbgrader, student: str, assignment: str, outcome: d
             notes.append(f"feedback not written: {generated.get('error', '')[-300:]}")
     inert.protect_feedback(root / "feedback" / student / assignment)
     return notes
-
-
-def _check_tree(folder: Path, files: dict[str, bytes]) -> None:
-    """Raises ValueError for a file that would land outside ``folder`` (``_write_tree`` does
-    too, but after the commit it would be too late to fail alone)."""
-    for name in files:
-        if folder.resolve() not in (folder / name).resolve().parents:
-            raise ValueError(f"a file outside its folder: {name}")
 
 
 def recorded(root: Path, student: str, assignment: str, before: dict) -> Result:

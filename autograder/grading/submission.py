@@ -80,20 +80,9 @@ def _their_meta(cell) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-_RELEASES: dict[tuple, object] = {}
-
-
 def _release(root: Path, assignment: str):
-    """An assignment's release notebook, read once while the file is unchanged (the driver
-    records thousands of results of a few assignments). Shared: read it, never change it."""
-    path = root / "release" / assignment / f"{assignment}.ipynb"
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    if key not in _RELEASES:
-        if len(_RELEASES) > 64:
-            _RELEASES.clear()
-        _RELEASES[key] = nbformat.read(str(path), as_version=4)
-    return _RELEASES[key]
+    """An assignment's release notebook (``course.course_notebook``: shared, never change it)."""
+    return course.course_notebook(root / "release" / assignment / f"{assignment}.ipynb")
 
 
 def changed_cells(root: Path, student: str, assignment: str, submitted=None) -> list[str]:
@@ -372,9 +361,6 @@ def judge_notes(verdicts: dict) -> list[str]:
     return [f"{what} ({', '.join(tests)} scored 0)" if tests else what for what, tests in concerned.items()]
 
 
-#: the folder where an earlier version of the driver put what a worker sent back, to record
-#: it with nbgrader's autograde (the driver now records the worker's notebook itself)
-INCOMING = ".incoming"
 #: largest submission folder sent to a worker
 MAX_SUBMISSION = 200 * 2**20
 
@@ -397,11 +383,17 @@ def _read_tree(folder: Path) -> dict[str, bytes]:
     return files
 
 
+def check_tree(folder: Path, files: dict[str, bytes]) -> None:
+    """Raises ValueError for a file that would land outside ``folder``."""
+    for name in files:
+        if folder.resolve() not in (folder / name).resolve().parents:
+            raise ValueError(f"a file outside its folder: {name}")
+
+
 def _write_tree(folder: Path, files: dict[str, bytes]) -> None:
+    check_tree(folder, files)
     for name, data in files.items():
         path = (folder / name).resolve()
-        if folder.resolve() not in path.parents:
-            raise ValueError(f"a file outside its folder: {name}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 

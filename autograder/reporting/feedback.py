@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.course import BADGE_CELL_ID
+from autograder.course import BADGE_CELL_ID, course_notebook
 
 MIN_LENGTH = 12
 REGIONS = re.compile(r"### BEGIN (HIDDEN TESTS|SOLUTION)(.*?)### END \1", re.S)
@@ -26,29 +26,13 @@ def _lines(text: str) -> set[str]:
     return {line.strip() for line in text.splitlines() if len(line.strip()) >= MIN_LENGTH}
 
 
-_SECRETS: dict[tuple, set[str]] = {}
-
-
-def _key(path: Path) -> tuple:
-    stat = path.stat()
-    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
-
-
 def _secret(source: Path, release: Path) -> set[str]:
-    """The lines of the hidden tests and solutions of ``source`` that ``release`` does not
-    show; read once while both files are unchanged (the driver records thousands of
-    results of a few assignments)."""
-    key = _key(source) + _key(release)
-    if key not in _SECRETS:
-        if len(_SECRETS) > 64:
-            _SECRETS.clear()
-        secret: set[str] = set()
-        for cell in nbformat.read(str(source), as_version=4).cells:
-            for _, region in REGIONS.findall(cell.source):
-                secret |= _lines(region)
-        shown = {line.strip() for c in nbformat.read(str(release), as_version=4).cells for line in c.source.splitlines()}
-        _SECRETS[key] = secret - shown
-    return _SECRETS[key]
+    """The lines of the hidden tests and solutions of ``source`` that ``release`` does not show."""
+    secret: set[str] = set()
+    for cell in course_notebook(source).cells:
+        for _, region in REGIONS.findall(cell.source):
+            secret |= _lines(region)
+    return secret - {line.strip() for c in course_notebook(release).cells for line in c.source.splitlines()}
 
 
 def protected_lines(source: Path, release: Path, submission: Path, submitted=None) -> set[str]:

@@ -51,7 +51,7 @@ def api(root: Path | None = None, kernel: dict | None = None, verdicts: Path | N
             setattr(config[section], name, value)
     if verdicts is not None:
         config.CourseExecute.verdicts = config.JudgeVerdicts.verdicts = str(Path(verdicts).resolve())
-        config.JudgeVerdicts.judge_pid = judge_pid
+        config.CourseExecute.judge_pid = config.JudgeVerdicts.judge_pid = judge_pid
     if deadline:  # the submission's time budget (s) runs out at deadline (a time.time())
         config.CourseExecute.deadline = config.JudgeVerdicts.deadline = deadline
         config.CourseExecute.budget = budget

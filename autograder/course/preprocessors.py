@@ -1,15 +1,18 @@
 """nbgrader preprocessors of the course (configured in nbgrader_config.py).
 
-- ``CourseExecute`` runs a submission as nbgrader's ``Execute`` does, and also:
-  skips, when autograding, the cells that only train or display for the student
-  (tag ``run`` in the solution notebooks), gives the cells tagged ``slow`` a longer time limit, and
-  survives a kernel that dies (``os._exit``, a crash) or that cannot be
-  interrupted after its time limit (SIGINT ignored): the kernel is restarted, the
-  cells before are run again, the culprit cell gets an error output that names
-  the reason, and grading goes on. nbgrader alone fails the whole submission.
+- ``CourseExecute``: while grading with the judge (``make grade``), no kernel runs: the
+  cells get the outputs of the judge's student's process (autograder/isolation/judge.py),
+  which ran the student's code once for both the tests and the feedback. Otherwise (the
+  instructor's runs: validation, the notebooks' tests) it runs a notebook as nbgrader's
+  ``Execute`` does, and also: skips, when autograding, the cells that only train or
+  display for the student (tag ``run`` in the solution notebooks), gives the cells
+  tagged ``slow`` a longer time limit, and survives a kernel that dies (``os._exit``, a
+  crash) or that cannot be interrupted after its time limit (SIGINT ignored): the
+  kernel is restarted, the cells before are run again, the culprit cell gets an error
+  output that names the reason, and grading goes on. nbgrader alone fails the whole
+  submission. Outputs are cut at the same byte limits either way.
 - ``JudgeVerdicts`` (autograding with ``make grade``) gives the test cells the outputs
-  of the judge (autograder/isolation/judge.py), where the tests ran apart from the student's code;
-  ``CourseExecute`` then does not run them in the student's kernel.
+  of the judge, where the tests ran apart from the student's code.
 - ``StderrToStdout`` moves what cells wrote to stderr (warnings, progress bars)
   to stdout: nbgrader gives 0 points to a graded cell with any stderr output.
 - ``HideHiddenTests`` (feedback only) replaces hidden test code by a note and
@@ -22,6 +25,7 @@ import copy
 import json
 import os
 import re
+import sys
 import time
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -74,11 +78,14 @@ class CourseExecute(Execute):
     slow_cells = List([], help="grade_ids of cells that get slow_timeout").tag(config=True)
     slow_timeout = Integer(180, help="time limit (s) of the slow cells").tag(config=True)
     max_restarts = Integer(5, help="kernel restarts per notebook before giving up").tag(config=True)
-    verdicts = Unicode("", help="the judge's verdicts (autograder/isolation/judge.py): when set, the test cells are "
-                                "not run in the student's kernel; JudgeVerdicts writes their outputs").tag(config=True)
+    verdicts = Unicode("", help="the judge's verdicts (autograder/isolation/judge.py): when set, while autograding, "
+                                "no kernel runs: the cells get the outputs of the judge's student's process, "
+                                "and JudgeVerdicts writes the test cells'").tag(config=True)
     deadline = Float(0.0, help="time.time() when the submission's time budget runs out (0: none); no cell "
                                "runs past it").tag(config=True)
     budget = Float(0.0, help="the submission's time budget (s), for the notes").tag(config=True)
+    judge_pid = Integer(0, help="the judge's process (a child of this one): with ``verdicts``, its student's process "
+                                "runs the cells, and their outputs are read once it has ended").tag(config=True)
     max_cell_output = Integer(MAX_CELL_OUTPUT, help="bytes of output kept per cell").tag(config=True)
     max_output = Integer(MAX_OUTPUT, help="bytes of output kept per notebook").tag(config=True)
 
@@ -108,33 +115,15 @@ class CourseExecute(Execute):
 
     def _bounded(self, msg):
         """The message, cut to what the limits leave (None: dropped); the dropped bytes are counted."""
-        content = msg.get("content", {})
-        if msg["msg_type"] == "error":  # always kept (the grader's notes name it), its text bounded
-            content["evalue"] = str(content.get("evalue", ""))[:MAX_ERROR_OUTPUT]
-            trace, size = [], 0
-            for line in reversed([str(t) for t in content.get("traceback", [])]):
-                size += len(line)
-                if size > MAX_ERROR_OUTPUT:
-                    break
-                trace.append(line)
-            content["traceback"] = trace[::-1]
-            return msg
-        size = len(json.dumps(content, default=str).encode(errors="replace"))
         room = min(self.max_cell_output - self._cell_bytes, self.max_output - self._total_bytes)
-        if size <= room:
-            self._cell_bytes += size
-            self._total_bytes += size
-            return msg
-        if msg["msg_type"] == "stream" and room > 0:  # the head of the text, as far as it fits
-            data = str(content.get("text", "")).encode(errors="replace")
-            kept = data[:room].decode(errors="ignore")
-            self._dropped += len(data) - len(kept.encode())
-            self._cell_bytes += room
-            self._total_bytes += room
-            content["text"] = kept
-            return msg
-        self._dropped += size
-        return None
+        content, used, dropped = fit(msg["msg_type"], msg.get("content", {}), room)
+        self._cell_bytes += used
+        self._total_bytes += used
+        self._dropped += dropped
+        if content is None:
+            return None
+        msg["content"] = content
+        return msg
 
     def preprocess_cell(self, cell, resources, index):
         self._cell_bytes = self._dropped = 0
@@ -142,15 +131,15 @@ class CourseExecute(Execute):
             return super().preprocess_cell(cell, resources, index)
         finally:
             if self._dropped:
-                cell.setdefault("outputs", []).append(NotebookNode(
-                    output_type="stream", name="stdout",
-                    text=f"\n[{self._dropped} bytes of output dropped: the grader keeps {self.max_cell_output} bytes "
-                         f"of a cell's output, {self.max_output} of a notebook's]\n"))
+                cell.setdefault("outputs", []).append(dropped_note(self._dropped, self.max_cell_output,
+                                                                   self.max_output))
                 self._notes_dropped += self._dropped
 
     def preprocess(self, nb, resources=None, km=None):
         from nbclient import NotebookClient
 
+        if self.verdicts and os.environ.get("NBGRADER_EXECUTION") == "autograde":
+            return self._from_the_judge(nb, resources)
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
@@ -233,6 +222,96 @@ class CourseExecute(Execute):
         self.set_widgets_metadata()
         return self.nb, self.resources
 
+    def _from_the_judge(self, nb, resources):
+        """No kernel: the outputs of the cells are those of the judge's student's process,
+        which ran them once (``verdicts["_cells"]``: [grade_id or None, outputs], in the
+        notebook's order, already cut at the byte limits). A cell the student added has no
+        grade_id: they go in order. A test cell gets its outputs from JudgeVerdicts."""
+        wait_for_judge(self.judge_pid, self.deadline, self.log)
+        try:
+            with open(self.verdicts) as f:
+                ran = json.load(f).get("_cells") or []
+        except (OSError, ValueError, AttributeError):  # the judge failed: the submission is reported failed
+            ran = []
+        by_id = {entry[0]: entry[1] for entry in ran if entry[0] is not None}
+        added = iter([entry[1] for entry in ran if entry[0] is None])
+        count = 0
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            cell.outputs, cell.execution_count = [], None
+            name = grade_id(cell)
+            outputs = by_id.get(name) if name is not None else (
+                None if "run" in cell.metadata.get("tags", []) else next(added, None))
+            if outputs is None:  # not run: a test, the set-up cell, a cell tagged run
+                continue
+            count += 1
+            cell.execution_count = count
+            cell.outputs = [from_dict({**output, "execution_count": count} if output["output_type"] == "execute_result"
+                                      else output) for output in outputs]
+        nb.metadata["language_info"] = from_dict(LANGUAGE_INFO)  # as a kernel says it
+        return nb, resources
+
+
+#: the notebook's language, as a Python kernel says it (the feedback's highlighting)
+LANGUAGE_INFO = {"name": "python", "version": sys.version.split()[0], "mimetype": "text/x-python",
+                 "codemirror_mode": {"name": "ipython", "version": 3}, "pygments_lexer": "ipython3",
+                 "nbconvert_exporter": "python", "file_extension": ".py"}
+
+
+def fit(kind: str, content: dict, room: int) -> tuple[dict | None, int, int]:
+    """An output (its content, or an output of a notebook) cut to ``room`` bytes: (what is
+    kept, None when nothing is; the bytes it counts; the bytes dropped). An error is always
+    kept (the grader's notes name it), its message and traceback bounded; a stream keeps
+    the head of its text that fits; any other output is kept whole or dropped."""
+    if kind == "error":
+        content["evalue"] = str(content.get("evalue", ""))[:MAX_ERROR_OUTPUT]
+        trace, size = [], 0
+        for line in reversed([str(t) for t in content.get("traceback", [])]):
+            size += len(line)
+            if size > MAX_ERROR_OUTPUT:
+                break
+            trace.append(line)
+        content["traceback"] = trace[::-1]
+        return content, 0, 0
+    size = len(json.dumps(content, default=str).encode(errors="replace"))
+    if size <= room:
+        return content, size, 0
+    if kind == "stream" and room > 0:  # the head of the text, as far as it fits
+        data = str(content.get("text", "")).encode(errors="replace")
+        kept = data[:room].decode(errors="ignore")
+        content["text"] = kept
+        return content, room, len(data) - len(kept.encode())
+    return None, 0, size
+
+
+def dropped_note(dropped: int, cell_limit: int, total_limit: int) -> NotebookNode:
+    return NotebookNode(output_type="stream", name="stdout",
+                        text=f"\n[{dropped} bytes of output dropped: the grader keeps {cell_limit} bytes "
+                             f"of a cell's output, {total_limit} of a notebook's]\n")
+
+
+def wait_for_judge(pid: int, deadline: float, log) -> None:
+    """Waits for the judge (a child of this process) to end, and leaves its exit status to its
+    parent's caller; JUDGE_GRACE seconds past the submission's budget (``deadline``, a
+    time.time()), it is killed."""
+    import signal
+
+    while pid:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                return
+        except ChildProcessError:
+            return
+        if deadline and time.time() > deadline + JUDGE_GRACE:
+            log.error("the judge did not end %s s after the submission's budget: killed", JUDGE_GRACE)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            deadline = 0.0
+        time.sleep(0.1)
+
 
 class JudgeVerdicts(NbGraderPreprocessor):
     """The outputs of the test cells, from the judge's verdicts (the tests ran there, apart
@@ -248,24 +327,7 @@ class JudgeVerdicts(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         if not self.verdicts:
             return nb, resources
-        import signal
-
-        if self.judge_pid:
-            # waits for the judge to end, and leaves its exit status to its parent's caller
-            while True:
-                try:
-                    if os.waitid(os.P_PID, self.judge_pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
-                        break
-                except ChildProcessError:
-                    break
-                if self.deadline and time.time() > self.deadline + JUDGE_GRACE:
-                    self.log.error("the judge did not end %s s after the submission's budget: killed", JUDGE_GRACE)
-                    try:
-                        os.kill(self.judge_pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-                    self.deadline = 0.0
-                time.sleep(0.1)
+        wait_for_judge(self.judge_pid, self.deadline, self.log)
         try:
             with open(self.verdicts) as f:
                 self._verdicts = json.load(f)

@@ -422,7 +422,11 @@ def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | Non
             outcome = nbgrader.autograde(assignment, student, force=True, create=True)
         finally:
             failure = judge_failure(judge, verdicts_file, deadline + JUDGE_GRACE)
-        print(f"graded in {time.perf_counter() - start:.1f} s (the judge and the kernel at once)")
+            judge_log = verdicts_file.with_suffix(".log")
+            if judge_log.exists():  # what the student's process wrote on its stderr, marked as theirs
+                print(judge_log.read_text(errors="replace"), end="")
+        print(f"graded in {time.perf_counter() - start:.1f} s (the student's code run once, in the judge's "
+              "student's process)")
         if failure is not None:
             return {"status": FAILED, "notes": metadata_notes + [failure], "seconds": time.perf_counter() - start,
                     "files": {}}

@@ -187,27 +187,85 @@ class Server:
                 "message": message, "where": where}
 
     def op_setup(self, body, sent):
-        """Runs the notebook's cells (the student's and the given ones, never the tests)."""
+        """Runs the notebook's cells (the student's and the given ones, never the tests), as a
+        notebook would: what each cell prints, displays (``display``, its last expression,
+        matplotlib's figures) and raises becomes its outputs, cut at the byte limits and
+        sent to the judge as soon as the cell ends (a frame ``{"progress": ...}`` per cell):
+        the feedback shows them, and the student's code runs once per submission."""
+        import ast
+        import base64
+
+        from IPython.core.formatters import DisplayFormatter
         from IPython.core.inputtransformer2 import TransformerManager
 
-        cells, names, seconds = body
-        transformer = TransformerManager()
+        cells, names, seconds, (cell_bytes, total_bytes) = body
+        transformer, formatter = TransformerManager(), DisplayFormatter()
+        current = _Outputs(cell_bytes, total_bytes)
+
+        def display(*objects, include=None, exclude=None, metadata=None, raw=False, **ignored):
+            for value in objects:
+                if raw:
+                    data, meta = value, dict(metadata or {})
+                else:
+                    data, meta = formatter.format(value, include=include, exclude=exclude)
+                    meta = {**meta, **(metadata or {})}
+                current.add("display_data", data, meta)
+
+        def figures(*args, **kwargs):  # as matplotlib's inline backend: every open figure, then closed
+            pyplot = sys.modules.get("matplotlib.pyplot")
+            if pyplot is None:
+                return
+            for number in pyplot.get_fignums():
+                figure = pyplot.figure(number)
+                image = io.BytesIO()
+                figure.savefig(image, format="png", bbox_inches="tight")
+                current.add("display_data", {"image/png": base64.b64encode(image.getvalue()).decode(),
+                                             "text/plain": repr(figure)}, {})
+            pyplot.close("all")
+
+        try:
+            import IPython.core.display
+            import IPython.core.display_functions
+            import IPython.display
+        except ImportError:
+            pass
+        else:
+            IPython.display.display = IPython.core.display_functions.display = display
+            if hasattr(IPython.core.display, "display"):
+                IPython.core.display.display = display
+        self.namespace["display"] = display
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].show = figures
         errors = []
         signal.signal(signal.SIGALRM, _over_time)
-        for label, source in cells:
-            printed = sys.stdout
+        for index, (label, source) in enumerate(cells):
+            saved = sys.stdout, sys.stderr
+            current.start()
+            sys.stdout, sys.stderr = _Stream(current, "stdout"), _Stream(current, "stderr")
             signal.setitimer(signal.ITIMER_REAL, seconds)  # a cell's time limit, as in the notebook
             try:
-                code = compile(transformer.transform_cell(source), f"<cell {label}>", "exec")
-                exec(code, self.namespace)
+                tree = ast.parse(transformer.transform_cell(source), f"<cell {label}>")
+                last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+                exec(compile(tree, f"<cell {label}>", "exec"), self.namespace)
+                if last is not None:  # a notebook shows the value of a cell's last expression
+                    value = eval(compile(ast.Expression(last.value), f"<cell {label}>", "eval"), self.namespace)
+                    if value is not None:
+                        data, meta = formatter.format(value)
+                        current.add("execute_result", data, meta)
+                figures()
             except BaseException as error:  # as in a notebook: the next cells still run
                 if isinstance(error, KeyboardInterrupt):
                     raise
+                signal.setitimer(signal.ITIMER_REAL, 0)
                 described = self.describe(error)
                 errors.append([label, described["type"], described["message"][:300]])
+                current.error(error, described, timed_out=isinstance(error, CellTimeLimit))
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-                sys.stdout = sys.stderr = printed
+                sys.stdout, sys.stderr = saved
+            buffer = io.BytesIO()
+            self.torch.save({"progress": [index, current.outputs, current.dropped]}, buffer)
+            write_frame(self.answers, buffer.getvalue())
         prefix = "bbrl_course.checks."
         helpers = {label[len(prefix):]: original for label, (_, _, original) in self.watched.items()
                    if label.startswith(prefix)}
@@ -306,6 +364,88 @@ class Server:
         if sys.gettrace() is not None or sys.getprofile() is not None:
             self.note("installed a trace or profile function (sys.settrace)")
         return sorted(self.reported)
+
+
+class _Outputs:
+    """A cell's outputs as a notebook keeps them (plain data), cut at the byte limits: a
+    cell's, and what is left of the notebook's. The judge cuts them again (this process is
+    the student's to change)."""
+
+    def __init__(self, cell_bytes: int, total_bytes: int):
+        self.cell_bytes, self.left = cell_bytes, total_bytes
+        self.outputs: list = []
+        self.size = self.dropped = 0
+
+    def start(self):
+        self.outputs, self.size, self.dropped = [], 0, 0
+
+    def room(self) -> int:
+        return max(0, min(self.cell_bytes - self.size, self.left))
+
+    def _use(self, size: int):
+        self.size += size
+        self.left -= size
+
+    def stream(self, name: str, text: str):
+        data = text.encode(errors="replace")
+        if len(data) > self.room():
+            kept = data[:self.room()].decode(errors="ignore")
+            self.dropped += len(data) - len(kept.encode())
+            text, data = kept, kept.encode()
+        if not text:
+            return
+        self._use(len(data))
+        last = self.outputs[-1] if self.outputs else None
+        if last is not None and last["output_type"] == "stream" and last["name"] == name:
+            last["text"] += text
+        else:
+            self.outputs.append({"output_type": "stream", "name": name, "text": text})
+
+    def add(self, kind: str, data, metadata):
+        import json
+
+        try:  # plain data only (what the judge can read): anything else as its text
+            output = json.loads(json.dumps({"output_type": kind, "data": data, "metadata": metadata}, default=str))
+        except (TypeError, ValueError, RecursionError):
+            return
+        size = len(json.dumps(output).encode())
+        if size > self.room():
+            self.dropped += size
+            return
+        self._use(size)
+        self.outputs.append(output)
+
+    def error(self, error: BaseException, described: dict, timed_out: bool):
+        import traceback
+
+        try:  # from the cell's own frame on (the channel's are not the student's)
+            lines = traceback.format_exception(type(error), error, error.__traceback__.tb_next)
+            trace = "".join(lines).splitlines()[-200:]
+        except BaseException:
+            trace = [f"{described['type']}: {described['message']}"]
+        self.outputs.append({"output_type": "error", "ename": described["type"], "evalue": described["message"],
+                             "traceback": trace, "timed_out": timed_out})
+
+
+class _Stream(io.TextIOBase):
+    """sys.stdout or sys.stderr while a cell runs: what is written becomes the cell's outputs."""
+
+    def __init__(self, outputs: _Outputs, name: str):
+        super().__init__()
+        self._outputs, self._name = outputs, name
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._outputs.stream(self._name, text)
+        return len(text)
 
 
 class CellTimeLimit(Exception):

@@ -61,7 +61,9 @@ from pathlib import Path
 import nbformat
 
 from autograder.isolation import channel, sandbox
-from autograder.course.preprocessors import HIDDEN, KERNEL_DIED, TAMPERING, TIME_LIMIT, is_test
+from autograder.course.preprocessors import (
+    HIDDEN, KERNEL_DIED, MAX_CELL_OUTPUT, MAX_OUTPUT, TAMPERING, TIME_LIMIT, budget_note, dropped_note, fit, is_test,
+)
 
 CHANNEL_INSIDE = f"{sandbox.SANDBOX}/lib/channel.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -197,6 +199,11 @@ class StudentProcess:
         self.names_found: dict = {}
         self._workdir: Path | None = None
         self.arena: Arena | None = None
+        #: the outputs of the cells in the first process's run of them, for the feedback:
+        #: [grade_id or None, outputs] in order (``feedback_outputs``)
+        self.shown: list = []
+        self._left = MAX_OUTPUT  # bytes of outputs the notebook has left
+        self.budget = 0.0  # the submission's time budget (s), for the notes
 
     def start(self):
         if len(self.start_failures) >= 2:  # twice is enough: the notebook's own cells end the process
@@ -223,16 +230,90 @@ class StudentProcess:
             self.watchdog = sandbox.Watchdog(self.process, self.limits)
             self.watchdog.start()
         self.generation += 1
+        first = self.generation == 1
         try:
-            answer = self.request("setup", (self.cells, self.names, self.cell_timeout),
+            answer = self.request("setup", ([list(cell[:2]) for cell in self.cells], self.names, self.cell_timeout, (MAX_CELL_OUTPUT, MAX_OUTPUT)),
                                   min(time.monotonic() + self.setup_timeout, self.budget_deadline),
-                                  during="the notebook's cells")
+                                  during="the notebook's cells", progress=self._shown if first else None)
         except StudentGone as gone:
             self.start_failures.append(gone)
+            if first and len(self.shown) < len(self.cells):  # the cell it was running says why it stopped
+                self.shown.append([self._id(len(self.shown)), [self._stopped(gone)]])
             raise
         self.setup_errors = answer.get("errors", [])
         self.names_found = answer.get("names", {})
         return answer
+
+    def _shown(self, progress) -> None:
+        """A cell's outputs, as the student's process sent them (``[index, outputs, dropped]``),
+        made into a notebook's outputs here: only what a notebook holds, as plain data, cut
+        again at the byte limits (the process is the student's to change)."""
+        if type(progress) is not list or len(progress) != 3 or len(self.shown) >= len(self.cells):
+            raise BrokenChannel("a cell's outputs that are not [index, outputs, dropped]")
+        _, raw, dropped = progress
+        outputs, used = [], 0
+        dropped = dropped if type(dropped) is int and dropped > 0 else 0
+        for item in raw if type(raw) is list else []:
+            output = self._output(item)
+            if output is None:
+                continue
+            output, size, lost = fit(output["output_type"], output, min(MAX_CELL_OUTPUT - used, self._left))
+            used += size
+            self._left -= size
+            dropped += lost
+            if output is not None:
+                outputs.append(output)
+        if dropped:
+            outputs.append(dict(dropped_note(dropped, MAX_CELL_OUTPUT, MAX_OUTPUT)))
+        self.shown.append([self._id(len(self.shown)), outputs])
+
+    def _id(self, index: int) -> str | None:
+        """The grade_id of the cell ``index`` (``student_cells``'s third item), None for a cell the student added."""
+        cell = self.cells[index]
+        return cell[2] if len(cell) > 2 else cell[0]
+
+    def _output(self, item) -> dict | None:
+        """One output from the student's process, rebuilt field by field (None: not an output)."""
+        if type(item) is not dict:
+            return None
+        kind = item.get("output_type")
+        if kind == "stream":
+            return {"output_type": "stream", "name": "stderr" if item.get("name") == "stderr" else "stdout",
+                    "text": str(item.get("text", ""))}
+        if kind in ("display_data", "execute_result"):
+            data, meta = item.get("data"), item.get("metadata")
+            if type(data) is not dict:
+                return None
+            try:
+                data = {str(k): v if isinstance(v, str) or str(k).endswith("json") else str(v) for k, v in data.items()}
+                output = json.loads(json.dumps({"output_type": kind, "data": data,
+                                                "metadata": meta if type(meta) is dict else {}}, default=str))
+            except (TypeError, ValueError, RecursionError):
+                return None
+            return output
+        if kind == "error":
+            if item.get("timed_out") is True:
+                message = (f"this cell ran over its time limit of {self.cell_timeout:g} s and was interrupted "
+                           "(an infinite loop?)")
+                return {"output_type": "error", "ename": TIME_LIMIT, "evalue": message,
+                        "traceback": [f"{TIME_LIMIT}: {message}"]}
+            trace = item.get("traceback")
+            return {"output_type": "error", "ename": str(item.get("ename", "Error"))[:200],
+                    "evalue": str(item.get("evalue", "")),
+                    "traceback": [str(line) for line in trace[-200:]] if type(trace) is list else []}
+        return None
+
+    def _stopped(self, gone: StudentGone) -> dict:
+        """The error output of the cell during which the student's process ended."""
+        if gone.ename == TIME_LIMIT and time.monotonic() >= self.budget_deadline - 0.01:
+            message = budget_note(self.budget, during=True)
+        elif gone.ename == TIME_LIMIT:
+            message = (f"this cell ran over its time limit of {self.cell_timeout:g} s and ignored the interruption: "
+                       "the student's process was stopped")
+        else:
+            message = gone.message.replace("the notebook's cells", "this cell").removesuffix("; this test scores 0")
+        message += "; the cells after it did not run here"
+        return {"output_type": "error", "ename": gone.ename, "evalue": message, "traceback": [f"{gone.ename}: {message}"]}
 
     @property
     def alive(self) -> bool:
@@ -272,32 +353,48 @@ class StudentProcess:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
-    def request(self, op: str, payload: bytes | tuple, deadline: float, during: str = "this test") -> dict:
-        """Sends a request (a pickle, or a tuple to pickle) and waits for its answer until ``deadline``."""
+    def request(self, op: str, payload: bytes | tuple, deadline: float, during: str = "this test",
+                progress=None) -> dict:
+        """Sends a request (a pickle, or a tuple to pickle) and waits for its answer until
+        ``deadline``. Frames ``{"progress": ...}`` before it (the set-up's, a cell's outputs)
+        go to ``progress``, or are ignored."""
         if not isinstance(payload, bytes):
             payload = pickle.dumps((op, payload))
         try:
             channel.write_frame(self.process.stdin, payload)
         except (BrokenPipeError, OSError, ValueError):
             raise self._gone(during) from None
-        frame = self._read(deadline, during)
-        try:
-            import torch
+        pending = bytearray()
+        while True:
+            frame = self._read(deadline, during, pending)
+            try:
+                import torch
 
-            answer = torch.load(io.BytesIO(frame), weights_only=True)
-        except Exception as error:
-            raise BrokenChannel(f"an answer that is not data ({type(error).__name__})") from None
-        if type(answer) is not dict:
-            raise BrokenChannel("an answer that is not a dict")
+                answer = torch.load(io.BytesIO(frame), weights_only=True)
+            except Exception as error:
+                raise BrokenChannel(f"an answer that is not data ({type(error).__name__})") from None
+            if type(answer) is not dict:
+                raise BrokenChannel("an answer that is not a dict")
+            if "progress" not in answer:
+                break
+            if progress is not None:
+                progress(answer["progress"])
         tampering = answer.get("tampering", [])
         if type(tampering) is list:
             self.tampering = [str(t)[:200] for t in tampering][:20]
         return answer
 
-    def _read(self, deadline: float, during: str) -> bytes:
+    def _read(self, deadline: float, during: str, pending: bytearray | None = None) -> bytes:
+        """The next frame; with ``pending``, what was read past it is kept there for the next
+        call (several frames answer a set-up), else dropped."""
         fd = self.process.stdout.fileno()
-        data = b""
+        data = bytes(pending or b"")
         size = None
+        if len(data) >= channel.HEADER.size:
+            (size,) = channel.HEADER.unpack(data[:channel.HEADER.size])
+            if size > channel.MAX_FRAME:
+                self.stop()
+                raise BrokenChannel(f"an answer of {size} bytes")
         while size is None or len(data) < channel.HEADER.size + size:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -320,7 +417,9 @@ class StudentProcess:
                 if size > channel.MAX_FRAME:
                     self.stop()
                     raise BrokenChannel(f"an answer of {size} bytes")
-        return data[channel.HEADER.size:]
+        if pending is not None:
+            pending[:] = data[channel.HEADER.size + size:]
+        return data[channel.HEADER.size:channel.HEADER.size + size]
 
     def _gone(self, during: str) -> StudentGone:
         violation = self.watchdog.violation if self.watchdog else None
@@ -814,10 +913,10 @@ def _tags(cell) -> list[str]:
     return list(cell.metadata.get("tags", []))
 
 
-def student_cells(source_nb, submitted_nb) -> list[list[str]]:
+def student_cells(source_nb, submitted_nb) -> list[list]:
     """What the student's process runs: the student's notebook in its order, without its test
     cells, the cells the grader skips (tag ``run``) and the set-up cell, with the release's
-    version of every locked cell (as nbgrader does)."""
+    version of every locked cell (as nbgrader does). [label, source, grade_id or None]."""
     from autograder.course.setup_cell import is_setup_cell
 
     source = {_meta(c).get("grade_id"): c for c in source_nb.cells if _meta(c).get("grade_id")}
@@ -838,7 +937,7 @@ def student_cells(source_nb, submitted_nb) -> list[list[str]]:
             # its helpers (``mse = nn.MSELoss()``) are there for the tests; a training run
             # left in it costs at most the cell's time limit
             text = cell.source
-        cells.append([grade_id or f"cell {index + 1}", text])
+        cells.append([grade_id or f"cell {index + 1}", text, grade_id or None])
     return cells
 
 
@@ -1109,7 +1208,7 @@ def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: 
     student = StudentProcess(submission, cells, names, limits, cell_timeout=timeout)
     judge = Judge(student, names, timeout, slow)
     if deadline:  # time.time() when the submission's budget ends
-        judge.budget = budget
+        judge.budget = student.budget = budget
         judge.budget_deadline = time.monotonic() + (deadline - time.time())
     verdicts: dict = {}
     # the test cells read the student's files (the experiment's results) from a copy of them
@@ -1132,6 +1231,7 @@ def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: 
         finally:
             student.stop()
     verdicts["_tampering"] = student.tampering
+    verdicts["_cells"] = student.shown  # the feedback's outputs of the cells the student's process ran
     return verdicts
 
 

@@ -25,7 +25,7 @@
    and evaluation included) executed once in a bare process that has imported torch,
    BBRL and the course's module; DDPG's is the same for its notebook (its tests on a warm
    process). Each is then graded end to end on one worker (the course's grader, the
-   sandbox, the judge, nbgrader's kernel); its worker's seconds over the floor is the
+   sandbox, the judge and its student's process, nbgrader); its worker's seconds over the floor is the
    ratio. Ends with ``ratio to the floor: TD3 <r>, DDPG <r>``.
 6. The driver's recording (``--only recording``): one DDPG submission graded once, then
    ``--recording-size`` students handing in the same notebook recorded by the driver from

@@ -8,10 +8,11 @@ grading process does (``submission.work``, in a child forked from this process a
 fork server's preparation, as the server forks it), with the phases timed: the release's
 metadata, the judge's fork, its student process's start (bwrap, its imports, the
 student's cells) and its tests, nbgrader's API, its two conversions (sanitizing, then
-the course's preprocessors: the sandboxed kernel's start, the student's cells, the
+the course's preprocessors: the cells' outputs from the judge's student's process, the
 judge's verdicts...), the wait for the judge, the feedback. Each phase: wall seconds,
-and the CPU seconds of its process (``time.process_time``; the kernel's and the student
-process's own CPU are their children's, shown apart). The first run is a warm-up unless
+and the CPU seconds of its process (``time.process_time``; the student process's own
+CPU is its children's, shown apart). Since the student's code runs once (2026-12-07), no
+kernel starts while grading: the kernel's rows stay empty. The first run is a warm-up unless
 ``--repeats 1``; the table is the median of the others.
 
 ``--end-to-end``: no table; the submission graded ``--repeats`` times by ``recording.grade_one``
@@ -196,7 +197,7 @@ def main():
     measured = runs[1:] if len(runs) > 1 else runs
     print(f"work(): {', '.join(f'{r[0]:.2f}' for r in runs)} s wall; "
           f"{', '.join(f'{r[1]:.2f}' for r in runs)} CPU-s in the grading process and its children (those it "
-          "waited for: the judge, the kernel's bwrap)")
+          "waited for: the judge and its student's process)")
     table = collections.defaultdict(lambda: [[], [], []])
     for _, _, events in measured:
         sums = collections.defaultdict(lambda: [0.0, 0.0, 0])

@@ -189,9 +189,10 @@ class Server:
     def op_setup(self, body, sent):
         """Runs the notebook's cells (the student's and the given ones, never the tests), as a
         notebook would: what each cell prints, displays (``display``, its last expression,
-        matplotlib's figures) and raises becomes its outputs, cut at the byte limits and
-        sent to the judge as soon as the cell ends (a frame ``{"progress": ...}`` per cell):
-        the feedback shows them, and the student's code runs once per submission."""
+        the matplotlib figures of the student's own cells) and raises becomes its outputs,
+        cut at the byte limits and sent to the judge as soon as the cell ends (a frame
+        ``{"progress": ...}`` per cell): the feedback shows them, and the student's code
+        runs once per submission. ``cells``: [label, source, whether it shows figures]."""
         import ast
         import base64
 
@@ -211,11 +212,13 @@ class Server:
                     meta = {**meta, **(metadata or {})}
                 current.add("display_data", data, meta)
 
+        draws = [True]  # whether the cell that runs shows its figures (a given cell's are the same for all)
+
         def figures(*args, **kwargs):  # as matplotlib's inline backend: every open figure, then closed
             pyplot = sys.modules.get("matplotlib.pyplot")
             if pyplot is None:
                 return
-            for number in pyplot.get_fignums():
+            for number in pyplot.get_fignums() if draws[0] else ():
                 figure = pyplot.figure(number)
                 image = io.BytesIO()
                 figure.savefig(image, format="png", bbox_inches="tight")
@@ -238,7 +241,8 @@ class Server:
             sys.modules["matplotlib.pyplot"].show = figures
         errors = []
         signal.signal(signal.SIGALRM, _over_time)
-        for index, (label, source) in enumerate(cells):
+        for index, (label, source, shows_figures) in enumerate(cells):
+            draws[0] = shows_figures
             saved = sys.stdout, sys.stderr
             current.start()
             sys.stdout, sys.stderr = _Stream(current, "stdout"), _Stream(current, "stderr")

@@ -232,7 +232,7 @@ class StudentProcess:
         self.generation += 1
         first = self.generation == 1
         try:
-            answer = self.request("setup", ([list(cell[:2]) for cell in self.cells], self.names, self.cell_timeout, (MAX_CELL_OUTPUT, MAX_OUTPUT)),
+            answer = self.request("setup", ([[*cell[:2], cell[3] if len(cell) > 3 else True] for cell in self.cells], self.names, self.cell_timeout, (MAX_CELL_OUTPUT, MAX_OUTPUT)),
                                   min(time.monotonic() + self.setup_timeout, self.budget_deadline),
                                   during="the notebook's cells", progress=self._shown if first else None)
         except StudentGone as gone:
@@ -916,7 +916,9 @@ def _tags(cell) -> list[str]:
 def student_cells(source_nb, submitted_nb) -> list[list]:
     """What the student's process runs: the student's notebook in its order, without its test
     cells, the cells the grader skips (tag ``run``) and the set-up cell, with the release's
-    version of every locked cell (as nbgrader does). [label, source, grade_id or None]."""
+    version of every locked cell (as nbgrader does). [label, source, grade_id or None, whether
+    the feedback shows its figures]: the student's cells, not the given ones (the same for
+    every student: their figures would cost each feedback about 100 KB)."""
     from autograder.course.setup_cell import is_setup_cell
 
     source = {_meta(c).get("grade_id"): c for c in source_nb.cells if _meta(c).get("grade_id")}
@@ -937,7 +939,8 @@ def student_cells(source_nb, submitted_nb) -> list[list]:
             # its helpers (``mse = nn.MSELoss()``) are there for the tests; a training run
             # left in it costs at most the cell's time limit
             text = cell.source
-        cells.append([grade_id or f"cell {index + 1}", text, grade_id or None])
+        cells.append([grade_id or f"cell {index + 1}", text, grade_id or None,
+                      mine is None or bool(_meta(mine).get("solution"))])
     return cells
 
 

@@ -74,3 +74,37 @@ def test_in_place_is_what_the_judge_reads(tmp_path, forged):
         assert x.tolist() == [1.0, 2.0, 3.0, 4.0]  # modified in place, as the judge read it
     finally:
         student.stop()
+
+
+WATCHED = '''
+import torch
+from torch.overrides import _get_current_function_mode_stack
+
+def modes():
+    return len(_get_current_function_mode_stack())
+
+def records(x):
+    return (x * 2).sum()
+'''
+
+
+def test_the_students_process_watches_for_a_graph_only_when_a_test_does(tmp_path):
+    # the watch (a torch function mode) slows each torch operation of the student's code by
+    # about a third, a training's too: only a test's records_autograd() turns it on there
+    from bbrl_course.checks import records_autograd
+
+    student = judge.StudentProcess(tmp_path, [["functions", WATCHED]], ["modes", "records"], None, cell_timeout=30)
+    grader = judge.Judge(student, ["modes", "records"], 30, {})
+    grader.ensure_started()
+    grader.deadline = time.monotonic() + 60
+    try:
+        assert grader.namespace["modes"]() == 0
+        with records_autograd() as graph:
+            assert grader.namespace["modes"]() == 1
+        assert not graph.built
+        x = torch.ones(3, requires_grad=True)
+        with records_autograd() as graph:  # what the student's function recorded, seen by the test
+            grader.namespace["records"](x)
+        assert graph.built
+    finally:
+        student.stop()

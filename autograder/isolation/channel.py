@@ -280,13 +280,19 @@ class Server:
         return {"errors": errors, "names": found}
 
     def op_call(self, body, sent):
-        target, args, kwargs = body
+        # watch: whether a test watches this call for an autograd graph (the watch, a torch
+        # function mode, slows every torch operation by about a third: a training's too)
+        target, args, kwargs, *watch = body
         function = target
         modules = _modules_in(args, self.torch.nn.Module)
         slots = {path: _slots(module) for path, module in modules.items()}
-        with self.records_autograd() as graph:
-            result = function(*args, **kwargs)
-        answer = {"value": self.encode(result), "built": bool(graph.built),
+        if watch and not watch[0]:
+            result, built = function(*args, **kwargs), False
+        else:
+            with self.records_autograd() as graph:
+                result = function(*args, **kwargs)
+            built = bool(graph.built)
+        answer = {"value": self.encode(result), "built": built,
                   "changed": self.changed(sent), "replaced": self.replaced(modules, slots)}
         torch = self.torch
         if isinstance(result, torch.Tensor) and result.requires_grad and result.numel() == 1:

@@ -571,7 +571,8 @@ class Judge:
         if remote._generation != self.student.generation:
             raise RuntimeError("this function was lost when the student's process was started again")
         arena, places = self.student.arena, {}
-        payload, sent = _pickle("call", (remote if target is None else target, args, kwargs), arena, places)
+        payload, sent = _pickle("call", (remote if target is None else target, args, kwargs, _graph_watched()),
+                                arena, places)
         modules = channel._modules_in(args, torch.nn.Module)
         self.requests += 1
         answer = self.student.request("call", payload, self.deadline)
@@ -821,6 +822,18 @@ def _pickle(op: str, body, arena: Arena | None = None, places: dict | None = Non
     buffer = io.BytesIO()
     Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump((op, body))
     return buffer.getvalue(), sent
+
+
+def _graph_watched() -> bool:
+    """Whether a test watches for an autograd graph now (``records_autograd()``, a torch function
+    mode, is on here): only then does the student's process watch the call it makes (that
+    watch slows each torch operation by about a third, the learning test's training
+    included), and only then is what it saw recorded again here."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    from bbrl_course.checks import _GraphWatcher
+
+    return any(isinstance(mode, _GraphWatcher) for mode in _get_current_function_mode_stack())
 
 
 def _same(a, b) -> bool:

@@ -78,9 +78,9 @@ def parser() -> argparse.ArgumentParser:
     grade.add_argument("--memory", type=float, default=sandbox.Limits.memory / sandbox.GB,
                        help="the sandbox's memory limit, in GB (default %(default)g)")
     grade.add_argument("--cpu-seconds", type=int, default=sandbox.Limits.cpu_seconds,
-                       help="CPU seconds of a submission's kernel (default %(default)s)")
+                       help="CPU seconds of a submission's student's process (default %(default)s)")
     grade.add_argument("--budget", type=float, default=None,
-                       help="seconds a submission may take in all: its kernel, its student's process and the judge "
+                       help="seconds a submission may take in all: its student's process and the judge "
                             "together (default: the sum of its assignment's cell time limits, plus 120 s)")
     grade.add_argument("--retrainings", type=int, default=None, metavar="N",
                        help="when a learning test fails, train again with one of the student's functions replaced "

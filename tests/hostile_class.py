@@ -399,13 +399,13 @@ for _fd in (0, 1, 2):  # 3 x 8 MB at most, on the standard descriptors it was gi
     forged_note = "forged or duplicated: ignored"
     return [
         Sample("probe-sleeps", DDPG, "many short sleeps, each under its cell's limit: over the submission's budget",
-               # the cells it added run in the student's process too (75 s of sleeps, as in the
-               # kernel): the budget runs out before the first test, and every test scores 0
+               # the cells it added run in the student's process (75 s of sleeps): the budget
+               # runs out before the first test, and every test scores 0
                loses=DDPG_TESTS, edits=[sleeps],
                notes=(f"the submission's time budget of {SLEEPS_BUDGET} s ran out at test_critic_loss_is_a_scalar",)),
         Sample("probe-huge-print", DDPG, "prints 32 MB in a cell and in compute_actor_loss", edits=[huge]),
         Sample("probe-writes", DDPG, "writes 8 MB of forged log lines on each of its standard descriptors, in the "
-               "folder of the kernel's connection file, in /dev and /dev/shm", edits=[_top(writes)]),
+               "folder of a kernel's connection file (none runs while grading), in /dev and /dev/shm", edits=[_top(writes)]),
         Sample("probe-forged-cells", DDPG, "a copy of a test cell (pass, 1e9 points) before it, raised points, a new "
                "graded cell",
                notes=(f"metadata of cell test_critic_loss_value {forged_note}",

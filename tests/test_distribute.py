@@ -23,7 +23,7 @@ from conftest import REPO, cli
 
 SOLUTION = next(s for s in sample_class.SAMPLES if s.student == "ddpg-solution")
 WRONG_SIGN = next(s for s in sample_class.SAMPLES if s.student == "bug-actor-sign")
-#: correct, but slow: 6 s at the top of a cell (in the kernel, and in the student's process)
+#: correct, but slow: 6 s at the top of a cell (in the student's process)
 SLOW = sample_class.Sample("slow-solution", sample_class.DDPG, "correct, sleeps 6 s", edits=[
     sample_class.Edit("ddpg-actor-loss", "def compute_actor_loss(", "import time\ntime.sleep(6)\n\n\ndef compute_actor_loss(")])
 

@@ -441,7 +441,7 @@ def _alone(folder, samples, options, assignment):
 
 
 def test_a_submission_is_stopped_at_its_time_budget():
-    # 3 cells of 50 sleeps of 0.5 s in the kernel, 25 s of sleeps in soft_update_params: each
+    # 3 cells of 50 sleeps of 0.5 s in the student's process, 25 s of sleeps in soft_update_params: each
     # under its cell's limit (30 s), together over the submission's budget
     samples = [s for s in hostile_class.bounds_probes() if s.student == "probe-sleeps"]
     budget = hostile_class.SLEEPS_BUDGET
@@ -451,7 +451,7 @@ def test_a_submission_is_stopped_at_its_time_budget():
     assert result.scores == sample_class.expected_scores(sample, sample_class.max_scores("01-ddpg")), result.notes
     for text in sample.notes:
         assert any(text in note for note in result.notes), (text, result.notes)
-    # the kernel, too, stopped at the budget (in its first cell of sleeps)
+    # the cell of sleeps that runs when the budget ends says so (the feedback's outputs)
     assert any(re.fullmatch(rf"cell \d+: the submission's time budget of {budget} s ran out during this cell.*", note)
                for note in result.notes), result.notes
     assert result.seconds < budget + 20, result.seconds

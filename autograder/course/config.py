@@ -28,9 +28,10 @@ def api(root: Path | None = None, kernel: dict | None = None, verdicts: Path | N
     ``root`` replaces the course folder (autograder/) and its gradebook. ``kernel``, the
     settings of the students' kernels (``autograder.isolation.sandbox.kernel_settings``: a
     sandboxed kernel manager and its limits), by configurable class; None runs them as the
-    grader's own processes. ``verdicts``, the judge's (``autograder.isolation.judge``), gives the test cells their outputs: the kernel
-    then runs the student's cells only; ``judge_pid``, the judge still running as a child of
-    this process, is waited for before they are read.
+    grader's own processes. ``verdicts``, the judge's (``autograder.isolation.judge``): no
+    kernel runs, the cells get the outputs of the judge's student's process and the test
+    cells the judge's; ``judge_pid``, the judge still running as a child of this process, is
+    waited for before they are read.
     """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory

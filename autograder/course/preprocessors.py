@@ -10,7 +10,9 @@
   crash) or that cannot be interrupted after its time limit (SIGINT ignored): the
   kernel is restarted, the cells before are run again, the culprit cell gets an error
   output that names the reason, and grading goes on. nbgrader alone fails the whole
-  submission. Outputs are cut at the same byte limits either way.
+  submission. Outputs are cut at the same byte limits either way (the module's
+  MAX_CELL_OUTPUT and MAX_OUTPUT, which the judge uses; ``max_cell_output`` and
+  ``max_output`` configure the kernel's).
 - ``JudgeVerdicts`` (autograding with ``make grade``) gives the test cells the outputs
   of the judge, where the tests ran apart from the student's code.
 - ``StderrToStdout`` moves what cells wrote to stderr (warnings, progress bars)
@@ -78,9 +80,9 @@ class CourseExecute(Execute):
     slow_cells = List([], help="grade_ids of cells that get slow_timeout").tag(config=True)
     slow_timeout = Integer(180, help="time limit (s) of the slow cells").tag(config=True)
     max_restarts = Integer(5, help="kernel restarts per notebook before giving up").tag(config=True)
-    verdicts = Unicode("", help="the judge's verdicts (autograder/isolation/judge.py): when set, while autograding, "
-                                "no kernel runs: the cells get the outputs of the judge's student's process, "
-                                "and JudgeVerdicts writes the test cells'").tag(config=True)
+    verdicts = Unicode("", help="the judge's verdicts (autograder/isolation/judge.py): when set, no kernel runs: "
+                                "the cells get the outputs of the judge's student's process (cut at the judge's "
+                                "MAX_CELL_OUTPUT and MAX_OUTPUT), and JudgeVerdicts writes the test cells'").tag(config=True)
     deadline = Float(0.0, help="time.time() when the submission's time budget runs out (0: none); no cell "
                                "runs past it").tag(config=True)
     budget = Float(0.0, help="the submission's time budget (s), for the notes").tag(config=True)
@@ -138,7 +140,7 @@ class CourseExecute(Execute):
     def preprocess(self, nb, resources=None, km=None):
         from nbclient import NotebookClient
 
-        if self.verdicts and os.environ.get("NBGRADER_EXECUTION") == "autograde":
+        if self.verdicts:  # set only by the grader (autograder/course/config.py's api)
             return self._from_the_judge(nb, resources)
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
@@ -161,7 +163,7 @@ class CourseExecute(Execute):
                     cell = self.nb.cells[index]
                     if cell.cell_type != "code":
                         continue
-                    if grading and (grade_id(cell) in self.skip_cells or (self.verdicts and is_test(cell))):
+                    if grading and grade_id(cell) in self.skip_cells:
                         cell.outputs = []
                         continue
                     if grading and self._over_budget():  # nothing more runs for this submission
@@ -319,7 +321,7 @@ class JudgeVerdicts(NbGraderPreprocessor):
     the judge has no verdict for scores 0."""
 
     verdicts = Unicode("", help="the judge's verdicts file (JSON); empty: the kernel ran the tests").tag(config=True)
-    judge_pid = Integer(0, help="the judge's process, a child of this one that runs while the kernel does: "
+    judge_pid = Integer(0, help="the judge's process, a child of this one that runs while nbgrader starts: "
                                 "its verdicts are read once it has ended (it is not reaped here)").tag(config=True)
     deadline = Float(0.0, help="time.time() when the submission's budget runs out: the judge ends by then "
                                "(it stops itself); JUDGE_GRACE seconds later it is killed").tag(config=True)

@@ -123,7 +123,7 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     a machine where no sandbox can start is a CourseError. ``engine`` replaces Dask
     (``distribute.engine``) by another (the benchmark's process pool): a context manager
     giving ``run(common, work, limits)``, which yields lists of (student, assignment, outcome). ``budget``: each
-    submission's time budget in seconds, for the kernel, the student's process and the judge
+    submission's time budget in seconds, for the student's process and the judge
     together (None: the sum of its assignment's cell time limits plus 120 s). ``retrainings``:
     how many times a failed learning test may train again with one of the student's functions
     replaced by the course's, to name the one that stops it (None: ``course.RETRAININGS``;

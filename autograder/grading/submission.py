@@ -1,6 +1,7 @@
 """The grading of one submission: checked (missing, misnamed, unreadable), autograded by
-nbgrader with the course's configuration (the student's kernel in the sandbox), its hand
-grades kept, its feedback cleaned and written; the result as a ``Result``.
+nbgrader with the course's configuration (the student's code run once, in the judge's
+sandboxed student's process, which gives the cells their outputs), its hand grades kept,
+its feedback cleaned and written; the result as a ``Result``.
 
 The distribution of the work is ``autograder.grading.driver``'s and ``distribute``'s; the
 sandbox and the judge are ``autograder.isolation``'s; the tables and CSVs
@@ -267,7 +268,7 @@ TRUSTED_NOTE = "graded without a sandbox (--trusted): the student's code ran wit
 #: seconds added to the sum of an assignment's cell time limits, for its default time budget
 BUDGET_MARGIN = 120
 #: seconds a worker gives a grading process past its budget (nbgrader's start and its
-#: recording, the kernel's shutdown) before it kills it
+#: scoring, the feedback) before it kills it
 GRADING_GRACE = 300
 
 
@@ -400,10 +401,10 @@ def _write_tree(folder: Path, files: dict[str, bytes]) -> None:
 
 def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | None,
          budget: float | None = None, retrainings: int = course.RETRAININGS, engine: Path | None = None) -> dict:
-    """A worker's part: the tests in the judge, the student's cells in the sandboxed kernel,
-    in ``root``, a course folder of the worker's own, within the submission's time budget
-    (``budget`` seconds for the kernel, the student's process and the judge together;
-    None: ``default_budget``). Returns the outcome (status, notes, the autograded folder's
+    """A worker's part: the student's cells run once, in the judge's sandboxed student's
+    process, the tests in the judge, in ``root``, a course folder of the worker's own,
+    within the submission's time budget (``budget`` seconds for the student's process and
+    the judge together; None: ``default_budget``). Returns the outcome (status, notes, the autograded folder's
     files) for the driver to record; writes nothing else that lasts."""
     from autograder.course.preprocessors import JUDGE_GRACE
 
@@ -413,12 +414,12 @@ def work(root: Path, student: str, assignment: str, limits: sandbox.Limits | Non
     metadata_notes = use_release_metadata(root, student, assignment)
     with tempfile.TemporaryDirectory(prefix="course-verdicts-") as scratch:
         verdicts_file = Path(scratch) / "verdicts.json"
-        # the judge runs the tests while nbgrader's kernel runs the student's cells for the
-        # feedback; the test cells get the judge's verdicts once it has ended
+        # the judge runs the tests and its student's process the student's cells; nbgrader
+        # starts no kernel: once the judge has ended, the cells get the outputs of its
+        # student's process and the test cells its verdicts
         judge = start_judge(root, student, assignment, limits, verdicts_file, deadline, budget, retrainings, engine)
         try:
-            nbgrader = api(root, kernel=sandbox.kernel_settings(limits), verdicts=verdicts_file, judge_pid=judge,
-                           deadline=deadline, budget=budget)
+            nbgrader = api(root, verdicts=verdicts_file, judge_pid=judge, deadline=deadline, budget=budget)
             outcome = nbgrader.autograde(assignment, student, force=True, create=True)
         finally:
             failure = judge_failure(judge, verdicts_file, deadline + JUDGE_GRACE)

@@ -6,7 +6,7 @@ code take about 2.5 CPU-seconds, twice per submission (the grading process, and 
 judge). A worker thread starts one server, once, that imports them; each submission is
 then graded by a child forked from it, which is as fresh as a new process and starts with
 everything imported. The judge is forked from that child the same way (``fork_start``), and
-runs while nbgrader's kernel runs the student's cells.
+runs while nbgrader starts; its student's process runs the student's cells.
 
 Forking is safe here because the server never runs torch or starts a thread: it imports
 and forks, nothing else. The student's code never runs in these processes (it runs in

@@ -237,21 +237,23 @@ class Server:
             if hasattr(IPython.core.display, "display"):
                 IPython.core.display.display = display
         self.namespace["display"] = display
-        if "matplotlib.pyplot" in sys.modules:
-            sys.modules["matplotlib.pyplot"].show = figures
         errors = []
         signal.signal(signal.SIGALRM, _over_time)
         for index, (label, source, shows_figures) in enumerate(cells):
             draws[0] = shows_figures
+            if "matplotlib.pyplot" in sys.modules:  # plt.show() shows, as in a notebook
+                sys.modules["matplotlib.pyplot"].show = figures
             saved = sys.stdout, sys.stderr
             current.start()
             sys.stdout, sys.stderr = _Stream(current, "stdout"), _Stream(current, "stderr")
             signal.setitimer(signal.ITIMER_REAL, seconds)  # a cell's time limit, as in the notebook
             try:
                 tree = ast.parse(transformer.transform_cell(source), f"<cell {label}>")
-                last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+                # a notebook shows the value of a cell's last expression, unless a ";" ends the cell
+                shown = not source.rstrip().endswith(";")
+                last = tree.body.pop() if shown and tree.body and isinstance(tree.body[-1], ast.Expr) else None
                 exec(compile(tree, f"<cell {label}>", "exec"), self.namespace)
-                if last is not None:  # a notebook shows the value of a cell's last expression
+                if last is not None:
                     value = eval(compile(ast.Expression(last.value), f"<cell {label}>", "eval"), self.namespace)
                     if value is not None:
                         data, meta = formatter.format(value)
@@ -264,6 +266,11 @@ class Server:
                 described = self.describe(error)
                 errors.append([label, described["type"], described["message"][:300]])
                 current.error(error, described, timed_out=isinstance(error, CellTimeLimit))
+                try:  # its figures are not the next cell's
+                    if "matplotlib.pyplot" in sys.modules:
+                        sys.modules["matplotlib.pyplot"].close("all")
+                except Exception:
+                    pass
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 sys.stdout, sys.stderr = saved
@@ -412,8 +419,12 @@ class _Outputs:
             self.outputs.append({"output_type": "stream", "name": name, "text": text})
 
     def add(self, kind: str, data, metadata):
+        import base64
         import json
 
+        if isinstance(data, dict):  # an image as bytes (a _repr_png_), in base64 as a notebook holds it
+            data = {key: base64.b64encode(value).decode() if isinstance(value, bytes) else value
+                    for key, value in data.items()}
         try:  # plain data only (what the judge can read): anything else as its text
             output = json.loads(json.dumps({"output_type": kind, "data": data, "metadata": metadata}, default=str))
         except (TypeError, ValueError, RecursionError):

@@ -62,7 +62,8 @@ import nbformat
 
 from autograder.isolation import channel, sandbox
 from autograder.course.preprocessors import (
-    HIDDEN, KERNEL_DIED, MAX_CELL_OUTPUT, MAX_OUTPUT, TAMPERING, TIME_LIMIT, budget_note, dropped_note, fit, is_test,
+    HIDDEN, KERNEL_DIED, MAX_CELL_OUTPUT, MAX_ERROR_OUTPUT, MAX_OUTPUT, TAMPERING, TIME_LIMIT, budget_note,
+    dropped_note, fit, is_test,
 )
 
 CHANNEL_INSIDE = f"{sandbox.SANDBOX}/lib/channel.py"
@@ -200,7 +201,7 @@ class StudentProcess:
         self._workdir: Path | None = None
         self.arena: Arena | None = None
         #: the outputs of the cells in the first process's run of them, for the feedback:
-        #: [grade_id or None, outputs] in order (``feedback_outputs``)
+        #: [grade_id or None, outputs] in order (``_shown``)
         self.shown: list = []
         self._left = MAX_OUTPUT  # bytes of outputs the notebook has left
         self.budget = 0.0  # the submission's time budget (s), for the notes
@@ -234,7 +235,7 @@ class StudentProcess:
         try:
             answer = self.request("setup", ([[*cell[:2], cell[3] if len(cell) > 3 else True] for cell in self.cells], self.names, self.cell_timeout, (MAX_CELL_OUTPUT, MAX_OUTPUT)),
                                   min(time.monotonic() + self.setup_timeout, self.budget_deadline),
-                                  during="the notebook's cells", progress=self._shown if first else None)
+                                  during="the notebook's cells", progress=self._shown if first else _dropped)
         except StudentGone as gone:
             self.start_failures.append(gone)
             if first and len(self.shown) < len(self.cells):  # the cell it was running says why it stopped
@@ -246,18 +247,24 @@ class StudentProcess:
 
     def _shown(self, progress) -> None:
         """A cell's outputs, as the student's process sent them (``[index, outputs, dropped]``),
-        made into a notebook's outputs here: only what a notebook holds, as plain data, cut
-        again at the byte limits (the process is the student's to change)."""
+        made into a notebook's outputs here: only what a notebook holds, as plain data, each
+        string cut before anything else is done with it, at most MAX_SHOWN outputs and one
+        error per cell, cut again at the byte limits (the process is the student's to change:
+        what it sends costs this process at most a frame's size)."""
         if type(progress) is not list or len(progress) != 3 or len(self.shown) >= len(self.cells):
             raise BrokenChannel("a cell's outputs that are not [index, outputs, dropped]")
         _, raw, dropped = progress
-        outputs, used = [], 0
-        dropped = dropped if type(dropped) is int and dropped > 0 else 0
-        for item in raw if type(raw) is list else []:
-            output = self._output(item)
-            if output is None:
+        outputs, used, errors = [], 0, 0
+        dropped = min(dropped, 2**40) if type(dropped) is int and dropped > 0 else 0
+        for item in raw[:MAX_SHOWN] if type(raw) is list else []:
+            output = _output(item, self.cell_timeout)
+            if output is None or (output["output_type"] == "error" and errors):
                 continue
-            output, size, lost = fit(output["output_type"], output, min(MAX_CELL_OUTPUT - used, self._left))
+            room = min(MAX_CELL_OUTPUT - used, self._left)
+            output, size, lost = fit(output["output_type"], output, room)
+            if output is not None and output["output_type"] == "error":
+                errors += 1
+                size = len(json.dumps(output))  # kept whole (the notes name it), and counted
             used += size
             self._left -= size
             dropped += lost
@@ -272,37 +279,6 @@ class StudentProcess:
         cell = self.cells[index]
         return cell[2] if len(cell) > 2 else cell[0]
 
-    def _output(self, item) -> dict | None:
-        """One output from the student's process, rebuilt field by field (None: not an output)."""
-        if type(item) is not dict:
-            return None
-        kind = item.get("output_type")
-        if kind == "stream":
-            return {"output_type": "stream", "name": "stderr" if item.get("name") == "stderr" else "stdout",
-                    "text": str(item.get("text", ""))}
-        if kind in ("display_data", "execute_result"):
-            data, meta = item.get("data"), item.get("metadata")
-            if type(data) is not dict:
-                return None
-            try:
-                data = {str(k): v if isinstance(v, str) or str(k).endswith("json") else str(v) for k, v in data.items()}
-                output = json.loads(json.dumps({"output_type": kind, "data": data,
-                                                "metadata": meta if type(meta) is dict else {}}, default=str))
-            except (TypeError, ValueError, RecursionError):
-                return None
-            return output
-        if kind == "error":
-            if item.get("timed_out") is True:
-                message = (f"this cell ran over its time limit of {self.cell_timeout:g} s and was interrupted "
-                           "(an infinite loop?)")
-                return {"output_type": "error", "ename": TIME_LIMIT, "evalue": message,
-                        "traceback": [f"{TIME_LIMIT}: {message}"]}
-            trace = item.get("traceback")
-            return {"output_type": "error", "ename": str(item.get("ename", "Error"))[:200],
-                    "evalue": str(item.get("evalue", "")),
-                    "traceback": [str(line) for line in trace[-200:]] if type(trace) is list else []}
-        return None
-
     def _stopped(self, gone: StudentGone) -> dict:
         """The error output of the cell during which the student's process ended."""
         if gone.ename == TIME_LIMIT and time.monotonic() >= self.budget_deadline - 0.01:
@@ -312,7 +288,8 @@ class StudentProcess:
                        "the student's process was stopped")
         else:
             message = gone.message.replace("the notebook's cells", "this cell").removesuffix("; this test scores 0")
-        message += "; the cells after it did not run here"
+        if not message.startswith("the submission's time budget"):  # which says so already
+            message += "; the cells after it did not run here"
         return {"output_type": "error", "ename": gone.ename, "evalue": message, "traceback": [f"{gone.ename}: {message}"]}
 
     @property
@@ -364,9 +341,12 @@ class StudentProcess:
             channel.write_frame(self.process.stdin, payload)
         except (BrokenPipeError, OSError, ValueError):
             raise self._gone(during) from None
-        pending = bytearray()
+        frames = _Frames()
         while True:
-            frame = self._read(deadline, during, pending)
+            if time.monotonic() > deadline:  # frames already read do not wait, nor stop the clock
+                self.stop()
+                raise StudentGone(TIME_LIMIT, "time")
+            frame = self._read(deadline, during, frames)
             try:
                 import torch
 
@@ -377,25 +357,40 @@ class StudentProcess:
                 raise BrokenChannel("an answer that is not a dict")
             if "progress" not in answer:
                 break
-            if progress is not None:
+            if progress is None:
+                raise BrokenChannel("a cell's outputs that answer no set-up")
+            try:
                 progress(answer["progress"])
+            except BrokenChannel:
+                raise
+            except Exception as error:
+                raise BrokenChannel(f"a cell's outputs that are not data ({type(error).__name__})") from None
         tampering = answer.get("tampering", [])
         if type(tampering) is list:
             self.tampering = [str(t)[:200] for t in tampering][:20]
         return answer
 
-    def _read(self, deadline: float, during: str, pending: bytearray | None = None) -> bytes:
-        """The next frame; with ``pending``, what was read past it is kept there for the next
+    def _read(self, deadline: float, during: str, frames: "_Frames | None" = None) -> bytes:
+        """The next frame; with ``frames``, what was read past it is kept there for the next
         call (several frames answer a set-up), else dropped."""
         fd = self.process.stdout.fileno()
-        data = bytes(pending or b"")
-        size = None
-        if len(data) >= channel.HEADER.size:
-            (size,) = channel.HEADER.unpack(data[:channel.HEADER.size])
-            if size > channel.MAX_FRAME:
-                self.stop()
-                raise BrokenChannel(f"an answer of {size} bytes")
-        while size is None or len(data) < channel.HEADER.size + size:
+        frames = frames if frames is not None else _Frames()
+        data = frames.data
+        while True:
+            available = len(data) - frames.start
+            if available >= channel.HEADER.size:
+                (size,) = channel.HEADER.unpack_from(data, frames.start)
+                if size > channel.MAX_FRAME:
+                    self.stop()
+                    raise BrokenChannel(f"an answer of {size} bytes")
+                if available >= channel.HEADER.size + size:
+                    begin = frames.start + channel.HEADER.size
+                    frames.start = begin + size
+                    frame = bytes(data[begin:frames.start])
+                    if frames.start * 2 > len(data):  # what was used goes, a copy of less than half
+                        del data[:frames.start]
+                        frames.start = 0
+                    return frame
             left = deadline - time.monotonic()
             if left <= 0:
                 self.stop()
@@ -412,14 +407,6 @@ class StudentProcess:
             if not chunk:
                 raise self._gone(during)
             data += chunk
-            if size is None and len(data) >= channel.HEADER.size:
-                (size,) = channel.HEADER.unpack(data[:channel.HEADER.size])
-                if size > channel.MAX_FRAME:
-                    self.stop()
-                    raise BrokenChannel(f"an answer of {size} bytes")
-        if pending is not None:
-            pending[:] = data[channel.HEADER.size + size:]
-        return data[channel.HEADER.size:channel.HEADER.size + size]
 
     def _gone(self, during: str) -> StudentGone:
         violation = self.watchdog.violation if self.watchdog else None
@@ -435,7 +422,107 @@ class StudentProcess:
                                         "os._exit, exit(), a crash or too much memory); this test scores 0")
 
 
+#: outputs of one cell taken from the student's process (each within the byte limits too)
+MAX_SHOWN = 100
+#: what the student's process sends in one output's nested data (application/json) or
+#: metadata: nodes, plus the characters of their strings
+MAX_PLAIN = 20_000
+#: enames only the grader gives: the student's code raising one of them is shown as its own
+GRADER_ENAMES = (TIME_LIMIT, KERNEL_DIED, TAMPERING)
+JSON_MIME = re.compile(r"^application/(.*\+)?json$")
+
+
+def _text(value, limit: int) -> str | None:
+    """A string from the student's process, cut at ``limit`` characters before anything else,
+    and encodable (a lone surrogate would stop nbgrader writing the notebook); None if it
+    is not a string."""
+    if type(value) is not str:
+        return None
+    return value[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
+def _plain(value, budget: list, depth: int = 0):
+    """Nested data from the student's process, copied within ``budget`` ([nodes and
+    characters left]: shared references count each time); ValueError past it."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > 20:
+        raise ValueError("too much")
+    if value is None or type(value) in (bool, int, float):
+        return value
+    if type(value) is str:
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            raise ValueError("too much")
+        return _text(value, len(value))
+    if type(value) is list:
+        return [_plain(item, budget, depth + 1) for item in value]
+    if type(value) is dict:
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValueError("not plain data")
+            copy[_plain(key, budget, depth + 1)] = _plain(item, budget, depth + 1)
+        return copy
+    raise ValueError("not plain data")
+
+
+def _output(item, cell_timeout: float) -> dict | None:
+    """One output from the student's process, rebuilt field by field as a notebook's output
+    (None: not one)."""
+    if type(item) is not dict:
+        return None
+    kind = item.get("output_type")
+    if kind == "stream":
+        text = _text(item.get("text"), MAX_CELL_OUTPUT + 1)
+        return None if text is None else {"output_type": "stream",
+                                          "name": "stderr" if item.get("name") == "stderr" else "stdout", "text": text}
+    if kind in ("display_data", "execute_result"):
+        data, meta = item.get("data"), item.get("metadata")
+        if type(data) is not dict or len(data) > 20:
+            return None
+        bundle, budget = {}, [MAX_PLAIN]
+        try:
+            for key, value in data.items():
+                mime = _text(key, 100)
+                if mime is None:
+                    continue
+                value = _plain(value, budget) if JSON_MIME.match(mime) else _text(value, MAX_CELL_OUTPUT + 1)
+                if value is not None:
+                    bundle[mime] = value
+            # metadata: by mime type, a mapping of names to plain values (an image's size)
+            metadata = {}
+            for key, value in (meta.items() if type(meta) is dict and len(meta) <= 20 else ()):
+                if type(key) is str and type(value) is dict and len(value) <= 20:
+                    metadata[_text(key, 100)] = {_text(k, 100): v if type(v) in (bool, int, float) else _text(v, 200)
+                                                 for k, v in value.items()
+                                                 if type(k) is str and (type(v) in (bool, int, float, str))}
+        except ValueError:
+            return None
+        return {"output_type": kind, "data": bundle, "metadata": metadata} if bundle else None
+    if kind == "error":
+        if item.get("timed_out") is True:
+            message = (f"this cell ran over its time limit of {cell_timeout:g} s and was interrupted "
+                       "(an infinite loop?)")
+            return {"output_type": "error", "ename": TIME_LIMIT, "evalue": message,
+                    "traceback": [f"{TIME_LIMIT}: {message}"]}
+        ename = _text(item.get("ename"), 200) or "Error"
+        if ename in GRADER_ENAMES:
+            ename += " (raised by the student's code)"
+        trace = item.get("traceback")
+        lines = [_text(line, MAX_ERROR_OUTPUT) for line in trace[-200:]] if type(trace) is list else []
+        return {"output_type": "error", "ename": ename, "evalue": _text(item.get("evalue"), MAX_ERROR_OUTPUT) or "",
+                "traceback": [line for line in lines if line is not None]}
+    return None
+
+
 # --- the stand-ins of the student's objects -----------------------------------------------
+
+class _Frames:
+    """The bytes read from the student's process during one request, and where the next frame starts."""
+
+    def __init__(self):
+        self.data, self.start = bytearray(), 0
+
 
 class Remote:
     """A stand-in, in the judge, for an object of the student's process (a function, a
@@ -822,6 +909,10 @@ def _pickle(op: str, body, arena: Arena | None = None, places: dict | None = Non
     buffer = io.BytesIO()
     Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump((op, body))
     return buffer.getvalue(), sent
+
+
+def _dropped(progress) -> None:
+    """The outputs of a process started again: the feedback has the first one's."""
 
 
 def _graph_watched() -> bool:

@@ -376,8 +376,8 @@ def test_no_student_markup_runs_in_the_instructor_browser(sandboxed, tmp_path):
 # --- issue 21: every output bounded in size, the sandbox writes nothing on the host that
 # --- is not bounded, graded cells from the release, every part of grading bounded in time
 
-#: what a submission's files may weigh once graded (the honest ones: 0.06 MB autograded,
-#: 0.23 MB of feedback): the notebook's outputs are cut at 1 MB, a test's prints at 20,000
+#: what a submission's files may weigh once graded (the honest ones: 0.08 MB autograded,
+#: 0.29 MB of feedback): the notebook's outputs are cut at 1 MB, a test's prints at 20,000
 #: characters
 MAX_AUTOGRADED, MAX_FEEDBACK = 1_500_000, 2_000_000
 #: a log of the grader: the worker's last 200,000 bytes, and what the driver's nbgrader says

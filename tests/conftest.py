@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "solutions"
 sys.path.insert(0, str(REPO))
 
+import autograder  # noqa: E402,F401  (first: nbformat's import without its IRI grammars, autograder/__init__.py)
 from bbrl_course.nbload import load_notebook  # noqa: E402
 
 DDPG_NOTEBOOK = SOLUTIONS / "01-ddpg.ipynb"

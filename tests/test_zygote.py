@@ -69,3 +69,30 @@ def test_a_grading_process_renders_its_feedback_with_nothing_more_to_import():
     found = json.loads(run.stdout.strip().splitlines()[-1])
     assert found["threads"] == 1
     assert found["imported"] == [], f"imported by the first page: {found['imported'][:20]} ({len(found['imported'])})"
+
+
+#: ``python -m autograder``'s first imports, then nbformat (what every grading process, driver,
+#: worker and fork server imports), then jsonschema's check of an IRI
+NBFORMAT_IMPORT = """
+import json, sys, time
+start = time.process_time()
+import autograder, nbformat
+seconds = time.process_time() - start
+stand_in = sys.modules["rfc3987_syntax"]
+import jsonschema
+checker = jsonschema.FormatChecker()
+checks = [checker.conforms("https://example.org/a", "iri"), checker.conforms("::not an iri", "iri")]
+print(json.dumps({"seconds": seconds, "deferred": getattr(stand_in, "__file__", None) is None, "checks": checks,
+                  "real": getattr(sys.modules["rfc3987_syntax"], "__file__", None) is not None}))
+"""
+
+
+def test_importing_nbformat_compiles_no_iri_grammar_until_one_is_checked():
+    # jsonschema imports rfc3987_syntax (39 lark grammars compiled: 1.1 CPU-s) with itself: the
+    # grader defers it to its first use, and the IRI checks stay those of the real module
+    run = subprocess.run([sys.executable, "-c", NBFORMAT_IMPORT], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["deferred"], "importing nbformat after autograder imported rfc3987_syntax itself"
+    assert found["checks"] == [True, False] and found["real"], found
+    assert found["seconds"] < 0.8, f"import autograder, nbformat took {found['seconds']:.2f} CPU-s"

@@ -48,3 +48,19 @@ def outputs(tmp_path, monkeypatch):
 def cli(*args, cwd=REPO, env=None):
     """``python -m autograder ARGS`` as an instructor types it: from the repository's root."""
     return subprocess.run([sys.executable, "-m", "autograder", *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+#: The test files by their time in the last clean-clone CI (``--durations``, 2026-12-07, one
+#: process), the slowest first; the others follow in their usual order. ``make test`` runs the
+#: files on two processes (``pytest -n 2 --dist loadfile --no-loadscope-reorder``), each taking
+#: the next file when it is done: the slowest first, so that neither is left alone with a
+#: long file at the end.
+SLOWEST_FIRST = ("test_grading.py", "test_sandbox.py", "test_distribute.py", "test_audit.py", "test_portal_load.py",
+                 "test_notebooks.py", "test_hand_grading.py", "test_lms.py", "test_load.py", "test_portal_e2e.py",
+                 "test_release.py", "test_experiment.py", "test_portal_export.py", "test_run_once.py",
+                 "test_recording.py", "test_zygote.py", "test_judge_limits.py", "test_portal.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order

@@ -293,7 +293,10 @@ def iter_replay_buffers(algo: EpochBasedAlgo) -> Iterator[ReplayBuffer]:
     - ``learning_starts``: no update before the buffer holds that many
       transitions; until then actions are uniformly random (``random_warmup``,
       true by default) or the training policy's;
-    - ``updates_per_step`` (default 1): gradient updates per environment step.
+    - ``updates_per_step`` (default 1): gradient updates per environment step;
+    - ``stop_above`` (default none): training ends at the first evaluation whose mean
+      return is above it, before ``max_steps`` (the TD3 learning test sets it to its
+      threshold: a TD3 that passes needs no more steps to pass).
 
     ``algo.nb_steps`` counts environment steps, ``algo.nb_updates`` the updates
     (it is already incremented when the body of the loop runs). The policy is
@@ -301,13 +304,14 @@ def iter_replay_buffers(algo: EpochBasedAlgo) -> Iterator[ReplayBuffer]:
     """
     cfg = algo.cfg.algorithm
     updates_per_step = float(OmegaConf.select(algo.cfg, "algorithm.updates_per_step", default=1.0))
+    stop_above = OmegaConf.select(algo.cfg, "algorithm.stop_above", default=None)
     random_warmup = bool(OmegaConf.select(algo.cfg, "algorithm.random_warmup", default=True))
     workspace = Workspace()
     first = True
     owed_updates = 0.0
     algo.evaluate()  # the untrained policy: where the learning curve starts
 
-    while algo.nb_steps < cfg.max_steps:
+    while algo.nb_steps < cfg.max_steps and not (stop_above is not None and algo.best_reward > stop_above):
         # BBRL pitfall: the transition between the last step of one rollout and the
         # first step of the next must not be lost. After the first rollout, the last
         # time step is copied to t=0 and the agent runs from t=1.

@@ -126,6 +126,34 @@ def test_replay_loop_counts_steps_and_updates(ddpg_nb, outputs):
     assert (ddpg.base_dir / "learning_curve.png").stat().st_size > 0
 
 
+def test_training_stops_at_the_first_evaluation_above_stop_above(ddpg_nb, outputs):
+    # the learning test's configuration stops there (its verdict needs no more steps); without
+    # stop_above, the same run goes to max_steps
+    def run(**stop):
+        ddpg = ddpg_nb.DDPG(tiny_config(ddpg_nb.params, max_steps=640, n_steps=33, learning_starts=128,
+                                        eval_interval=128, nb_evals=2, **stop))
+        for _ in iter_replay_buffers(ddpg):
+            pass
+        return ddpg.nb_steps, [(s, r.mean().item()) for s, r in ddpg.eval_history]
+
+    steps, evaluations = run()
+    assert steps == 640 and evaluations[-1][0] == 640
+    # the first evaluation in the loop that beats every one before it: a bar just below it
+    # stops the run there, with no evaluation after
+    first = next((i for i in range(1, len(evaluations) - 1)
+                  if evaluations[i][1] > max(v for _, v in evaluations[:i])), None)
+    assert first is not None, f"no evaluation in the loop beats the first: {evaluations}"
+    bar = (evaluations[first][1] + max(v for _, v in evaluations[:first])) / 2
+    assert run(stop_above=bar) == (evaluations[first][0], evaluations[:first + 1])
+    # above the untrained policy already: no training at all; above every return: to the end
+    assert run(stop_above=-1e9) == (0, evaluations[:1])
+    assert run(stop_above=0.0) == (steps, evaluations)
+    from bbrl_course.checks import LEARNING_THRESHOLD, learning_check_config
+
+    assert learning_check_config(ddpg_nb.params).algorithm.stop_above == LEARNING_THRESHOLD
+    assert "stop_above" not in learning_check_config(ddpg_nb.params, stop=False).algorithm
+
+
 def test_evaluation_keeps_the_best_policy(ddpg_nb, outputs):
     ddpg = ddpg_nb.DDPG(tiny_config(ddpg_nb.params))
     assert ddpg.evaluate() is True  # the first evaluation is the best so far

@@ -122,9 +122,11 @@ def _kill_worker_of(student, timeout=120):
             worker = process.parent()  # up past the worker's fork server (autograder.grading.zygote)
             while any("autograder.grading.zygote" in part or "autograder.grading.submission" in part for part in worker.cmdline()):
                 worker = worker.parent()
-            for child in worker.children(recursive=True):
-                child.kill()
-            worker.kill()
+            for process in [*worker.children(recursive=True), worker]:
+                try:
+                    process.kill()
+                except psutil.NoSuchProcess:  # it ended between the listing and the kill
+                    pass
             return
         time.sleep(0.2)
     raise AssertionError(f"no worker graded {student} within {timeout} s")
@@ -204,11 +206,14 @@ def test_ctrl_c_leaves_the_gradebook_consistent_and_the_next_run_grades_the_rest
     grading_run = _start_grading(folder, "--jobs", "1")
     state = root / "grades" / grading.STATE
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (state.exists() and json.loads(state.read_text() or "{}")):
+    # Ctrl-C once a submission is recorded, while the slow one (the last, by name) sleeps in its grading
+    while time.monotonic() < deadline and not (state.exists() and json.loads(state.read_text() or "{}")
+                                               and _grading_processes(SLOW.student)):
         time.sleep(0.2)
+    at_signal = json.loads(state.read_text() or "{}") if state.exists() else {}
     os.killpg(grading_run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     out, err = grading_run.communicate(timeout=120)
-    assert grading_run.returncode == 1, (out[-2000:], err[-2000:])
+    assert grading_run.returncode == 1, (f"recorded when Ctrl-C was sent: {sorted(at_signal)}", out[-3000:], err[-3000:])
     assert "error: interrupted: " in err and "run the same command again to grade the others" in err
     graded = json.loads(state.read_text())
     with sqlite3.connect(root / "gradebook.db") as db:

@@ -96,3 +96,48 @@ def test_importing_nbformat_compiles_no_iri_grammar_until_one_is_checked():
     assert found["deferred"], "importing nbformat after autograder imported rfc3987_syntax itself"
     assert found["checks"] == [True, False] and found["real"], found
     assert found["seconds"] < 0.8, f"import autograder, nbformat took {found['seconds']:.2f} CPU-s"
+
+
+#: a student's optimizers as the student's process runs them (its set-up replaces torch.optim's
+#: wrappers: autograder/isolation/channel.py spare_dynamo), or as torch has them; then, with
+#: "late", after the student's own code imported torch._dynamo
+OPTIMIZERS = """
+import json, sys
+sys.path.insert(0, "autograder/isolation")
+import torch
+mode = sys.argv[1]
+replaced = 0
+if mode != "torch":
+    import channel
+    replaced = channel.spare_dynamo(torch)
+if mode == "late":
+    import torch._dynamo
+torch.manual_seed(0)
+sums = []
+for kind in (torch.optim.Adam, torch.optim.SGD, torch.optim.AdamW, torch.optim.RMSprop):
+    layer = torch.nn.Linear(3, 2)
+    optimizer = kind(layer.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        layer(torch.randn(4, 3)).pow(2).sum().backward()
+        optimizer.step()
+    optimizer.load_state_dict(optimizer.state_dict())
+    sums.append([p.detach().sum().item() for p in layer.parameters()])
+print(json.dumps({"sums": sums, "dynamo": "torch._dynamo" in sys.modules, "replaced": replaced,
+                  "grad": torch.is_grad_enabled()}))
+"""
+
+
+def test_the_students_optimizers_step_as_torchs_without_importing_dynamo():
+    # torch.optim imports torch._dynamo (1 CPU-second) at the first step, zero_grad or state_dict
+    def run(mode):
+        done = subprocess.run([sys.executable, "-c", OPTIMIZERS, mode], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    torchs, spared, late = run("torch"), run("spared"), run("late")
+    assert torchs["dynamo"] and not spared["dynamo"], (torchs, spared)
+    assert spared["replaced"] > 10, spared["replaced"]
+    assert spared["sums"] == torchs["sums"] == late["sums"]  # the same steps, to the bit
+    assert spared["grad"] and late["grad"] and late["dynamo"]

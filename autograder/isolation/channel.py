@@ -69,6 +69,55 @@ def read_frame(stream) -> bytes | None:
     return payload
 
 
+def spare_dynamo(torch) -> int:
+    """Lets the student's optimizers run without importing torch._dynamo (1 CPU-second of
+    imports, in every student's process: torch compiles nothing here). torch.optim imports it
+    on the first call of an optimizer's ``step`` (``_use_grad_for_differentiable``, for a
+    graph break) and of ``zero_grad``, ``add_param_group``, ``state_dict``... (``_disable_dynamo``,
+    to keep dynamo out of them). Both only matter while dynamo traces, which needs it
+    imported: the methods of torch.optim's own optimizers are replaced by the same methods
+    that do the same once torch._dynamo is imported (by the student's torch.compile, say), and
+    nothing more before. Returns the number of methods replaced."""
+    import functools
+
+    def disabled(fn):
+        def call(*args, **kwargs):
+            if "torch._dynamo" in sys.modules:  # torch's own path, from now on
+                fn.__dynamo_disable = torch._dynamo.disable(fn, True, wrapping=False)
+                return fn.__dynamo_disable(*args, **kwargs)
+            return fn(*args, **kwargs)
+        return call
+
+    def grad_for_differentiable(func):
+        def step(self, *args, **kwargs):
+            if "torch._dynamo" in sys.modules:
+                torch._dynamo.graph_break()
+            previous = torch.is_grad_enabled()
+            try:
+                torch.set_grad_enabled(self.defaults["differentiable"])
+                return func(self, *args, **kwargs)
+            finally:
+                torch.set_grad_enabled(previous)
+        return functools.update_wrapper(step, func)
+
+    replaced = 0
+    classes = [torch.optim.Optimizer]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        for name, method in list(vars(cls).items()):
+            code, inner = getattr(method, "__code__", None), getattr(method, "__wrapped__", None)
+            if code is None or inner is None:
+                continue
+            if code.co_name == "inner" and "fn" in code.co_freevars and not hasattr(inner, "__dynamo_disable"):
+                inner.__dynamo_disable = disabled(inner)  # what torch's wrapper calls, once set
+                replaced += 1
+            elif code.co_name == "_use_grad":
+                setattr(cls, name, grad_for_differentiable(inner))
+                replaced += 1
+    return replaced
+
+
 class Server:
     """Runs the student's cells, then serves the judge's requests until the pipe closes."""
 
@@ -78,6 +127,7 @@ class Server:
 
         from bbrl_course import checks
 
+        spare_dynamo(torch)
         self.requests, self.answers, self.arena = requests, answers, arena
         self.torch, self.numpy, self.checks = torch, numpy, checks
         self.objects: dict[int, object] = {}  # handles given to the judge (kept alive: ids stay unique)

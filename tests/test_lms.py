@@ -328,7 +328,7 @@ def test_the_class_loop_through_moodle_then_canvas(tmp_path):
     assert "unchanged" in collected.stdout.splitlines()[2] and "replaced" in collected.stdout.splitlines()[3]
     regraded = cli("grade", *typed)
     assert regraded.returncode == 0, regraded.stderr[-3000:]
-    assert "grading 1 submission of 2 students (01-ddpg) on 2 local workers; 1 unchanged since they were graded" in regraded.stdout
+    assert "grading 1 submission of 2 students (01-ddpg) on 1 local worker; 1 unchanged since they were graded" in regraded.stdout
     # his answer (a text cell) is unchanged: it keeps its hand grade; his code now scores full marks
     assert _totals(root) == {"ada-lovelace": _g(AUTO + 2), "alan-turing": _g(AUTO + 0.5)}
     assert cli("export", "--lms", "moodle", *typed).returncode == 0

@@ -183,6 +183,12 @@ def grade(root: Path = course.AUTOGRADER, student: str | None = None, assignment
     # times a DDPG submission), the short ones then fill the workers' last gaps
     slow = {a: slow_tests(root, a) for a in chosen}
     work.sort(key=lambda item: -slow[item[1]])
+    if not scheduler and work and not any(slow[a] for _, a, _ in work):
+        # no more local workers than submissions: each is a process with the grader's imports and a
+        # fork server (about 7 CPU-seconds to start), which one without a submission would only cost.
+        # Submissions whose tests train keep every worker: a TD3 that does not learn is trained
+        # again on the idle ones, several swaps at once
+        jobs = min(jobs, len(work))
     unchanged = sum(1 for r in results if r.status == GRADED)
     log(f"grading {course.count(len(work), 'submission')} of {course.count(len(who), 'student')} ({', '.join(chosen)})"
         + (f" on {scheduler}" if scheduler else f" on {course.count(jobs, 'local worker')}")

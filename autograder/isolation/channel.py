@@ -88,15 +88,19 @@ def spare_dynamo(torch) -> int:
             return fn(*args, **kwargs)
         return call
 
-    def grad_for_differentiable(func):
+    def graph_break():
+        if "torch._dynamo" in sys.modules:
+            torch._dynamo.graph_break()
+
+    def grad_for_differentiable(func):  # torch.optim.optimizer._use_grad_for_differentiable, as it does it
         def step(self, *args, **kwargs):
-            if "torch._dynamo" in sys.modules:
-                torch._dynamo.graph_break()
             previous = torch.is_grad_enabled()
             try:
                 torch.set_grad_enabled(self.defaults["differentiable"])
+                graph_break()
                 return func(self, *args, **kwargs)
             finally:
+                graph_break()
                 torch.set_grad_enabled(previous)
         return functools.update_wrapper(step, func)
 

@@ -154,7 +154,7 @@ def _weakened(tmp_path, assignment, cell, pattern, new=""):
     return solutions, notebooks
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(300)
 def test_a_weakened_hidden_check_fails_the_audit(tmp_path, ci_rows):
     """Honest: with the checks of compute_actor_loss's gradient removed (its visible one and its
     hidden test, in a copy of the solutions), the mutants only they caught (the loss detached,

@@ -122,9 +122,9 @@ def _kill_worker_of(student, timeout=120):
             worker = process.parent()  # up past the worker's fork server (autograder.grading.zygote)
             while any("autograder.grading.zygote" in part or "autograder.grading.submission" in part for part in worker.cmdline()):
                 worker = worker.parent()
-            for process in [*worker.children(recursive=True), worker]:
+            for victim in [*worker.children(recursive=True), worker]:
                 try:
-                    process.kill()
+                    victim.kill()
                 except psutil.NoSuchProcess:  # it ended between the listing and the kill
                     pass
             return

@@ -141,3 +141,29 @@ def test_the_students_optimizers_step_as_torchs_without_importing_dynamo():
     assert spared["replaced"] > 10, spared["replaced"]
     assert spared["sums"] == torchs["sums"] == late["sums"]  # the same steps, to the bit
     assert spared["grad"] and late["grad"] and late["dynamo"]
+
+
+def _compiled_from_source(env) -> list[str]:
+    """The course module's files that a new process importing it compiles from their source."""
+    run = subprocess.run([sys.executable, "-v", "-c", "import bbrl_course.checks"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return [line for line in run.stderr.splitlines()
+            if line.startswith("# code object from") and "bbrl_course" in line and not line.endswith(".pyc'")]
+
+
+def test_the_fork_server_writes_the_course_modules_bytecode_that_no_process_writes():
+    # with PYTHONDONTWRITEBYTECODE (containers, CI machines), no import writes bytecode, and the
+    # sandbox could not: each student's process would compile bbrl_course again (0.12 CPU-s)
+    import os
+
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
+    cache = REPO / "bbrl_course" / "__pycache__"
+    for pyc in cache.glob("*.pyc"):
+        pyc.unlink()
+    assert _compiled_from_source(env), "the test must start without the course module's bytecode"
+    run = subprocess.run([sys.executable, "-c", "from autograder.grading import zygote; zygote.prepare()"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert _compiled_from_source(env) == []
+    assert {p.stem for p in (REPO / "bbrl_course").glob("*.py")} == {p.name.split(".")[0] for p in cache.glob("*.pyc")}

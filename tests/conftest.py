@@ -45,9 +45,11 @@ def outputs(tmp_path, monkeypatch):
 
 
 
-def cli(*args, cwd=REPO, env=None):
-    """``python -m autograder ARGS`` as an instructor types it: from the repository's root."""
-    return subprocess.run([sys.executable, "-m", "autograder", *args], cwd=cwd, capture_output=True, text=True, env=env)
+def cli(*args, cwd=REPO, env=None, **options):
+    """``python -m autograder ARGS`` as an instructor types it: from the repository's root
+    (``options``: more of subprocess.run's)."""
+    return subprocess.run([sys.executable, "-m", "autograder", *args], cwd=cwd, capture_output=True, text=True, env=env,
+                          **options)
 
 
 #: The test files by their time in the last clean-clone CI (``--durations``, 2026-12-07, one

@@ -12,6 +12,7 @@ what all the tests catch and what the visible ones alone catch. Test cells tagge
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import tempfile
@@ -105,28 +106,50 @@ def mutant_notebook(filled, mutant: Mutant | None):
 
 
 def _start_worker():
-    """A worker process: the environment the judge has when a submission is graded."""
+    """A worker process: the environment the judge has when a submission is graded, and the
+    imports of a grading's fork server (``autograder.grading.zygote.PRELOAD``). The worker only
+    imports and forks: each mutant is judged in a child forked from it, whose student's
+    process, without a sandbox, is forked in turn (``judge.fork_channel``), the imports done."""
+    import importlib
+
     os.environ.update(NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     os.chdir(REPO)
-    from autograder.isolation import judge  # noqa: F401  (imported once per worker)
+    from autograder.grading import zygote
+
+    for name in zygote.PRELOAD:
+        importlib.import_module(name)
+
+
+def _judged(source: Path, submission: Path, limits, timeout: float, verdicts: Path):
+    """In a child forked from a worker: the judge's verdicts, written to ``verdicts``."""
+    from autograder.isolation import judge
+
+    outcome = judge.run(source, submission, limits, timeout, fork=limits is None)
+    verdicts.write_text(json.dumps(outcome))
 
 
 def grade_mutant(source: str, assignment: str, mutant_id: str, notebook_json: str, trusted: bool,
                  timeout: float) -> Outcome:
-    """One mutant through the judge (in a worker process)."""
-    from autograder.isolation import judge, sandbox
+    """One mutant through the judge (in a child forked from a worker process)."""
+    from autograder.grading import zygote
+    from autograder.isolation import sandbox
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="course-audit-") as folder:
         submission = Path(folder) / assignment
         submission.mkdir()
         (submission / f"{assignment}.ipynb").write_text(notebook_json)
-        try:
-            verdicts = judge.run(Path(source), submission, None if trusted else sandbox.Limits(), timeout)
-        except Exception as error:  # the judge itself failed: say so, never count it as caught
-            return Outcome(mutant_id, broken=f"{type(error).__name__}: {error}"[:300],
+        verdicts_file, log = Path(folder) / "verdicts.json", Path(folder) / "judge.log"
+        limits = None if trusted else sandbox.Limits()
+        pid = zygote.fork_start(_judged, (Path(source), submission, limits, timeout, verdicts_file), log)
+        code = zygote.wait(pid)
+        if code != 0 or not verdicts_file.exists():  # the judge itself failed: say so, never count it as caught
+            lines = [line for line in log.read_text(errors="replace").splitlines()
+                     if line.strip() and not line.startswith("[student's")] if log.exists() else []
+            return Outcome(mutant_id, broken=(lines or [f"the judge's exit code {code}"])[-1][:300],
                            seconds=time.perf_counter() - start)
+        verdicts = json.loads(verdicts_file.read_text())
     outcome = Outcome(mutant_id, seconds=time.perf_counter() - start)
     for name, verdict in verdicts.items():
         if name.startswith("_") or not verdict.get("error"):

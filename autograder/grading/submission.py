@@ -325,8 +325,9 @@ def start_judge(root: Path, student: str, assignment: str, limits: sandbox.Limit
 
     def judged():
         _as_the_judge(f"python -m autograder.isolation.judge {submission}")
+        # without a sandbox, the student's process is forked from this judge (it has only imported)
         outcome = judge.run(source.resolve(), submission.resolve(), limits, deadline=deadline, budget=budget,
-                            retrainings=retrainings, engine=engine)
+                            retrainings=retrainings, engine=engine, fork=limits is None)
         partial = verdicts.with_suffix(".partial")
         partial.write_text(json.dumps(outcome, indent=1))
         partial.rename(verdicts)  # whole, or not there

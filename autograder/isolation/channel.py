@@ -648,7 +648,10 @@ class _Anything:
         return None
 
 
-def main():
+def main(argv: list[str] | None = None):
+    """``python channel.py [FD]``: FD, the descriptor of the memory shared with the judge
+    (``argv``: the arguments, when the judge forked this process: ``judge.fork_channel``)."""
+    argv = sys.argv[1:] if argv is None else argv
     # the pipes to the judge get their own descriptors; the student's code sees none of them
     # on 0, 1 and 2 (what it prints is caught per request and sent along)
     requests = os.fdopen(os.dup(0), "rb")
@@ -657,10 +660,10 @@ def main():
     for fd in (0, 1):
         os.dup2(devnull, fd)
     arena = None
-    if len(sys.argv) > 1:  # the descriptor of the memory shared with the judge
+    if argv:  # the descriptor of the memory shared with the judge
         import mmap
 
-        fd = int(sys.argv[1])
+        fd = int(argv[0])
         arena = mmap.mmap(fd, ARENA_SIZE)
         os.close(fd)
     server = Server(requests, answers, arena)

@@ -55,6 +55,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -180,13 +181,95 @@ class Arena:
             self.map.close()  # else when the views of it are gone
 
 
+class Forked:
+    """A student's process forked from this one (``fork_channel``), with what the judge uses
+    of a ``subprocess.Popen``: its pid, its pipes, ``poll`` and ``wait``."""
+
+    def __init__(self, pid: int, stdin, stdout, stderr):
+        self.pid, self.stdin, self.stdout, self.stderr = pid, stdin, stdout, stderr
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already: it ended
+                self.returncode = -signal.SIGKILL
+            else:
+                if done:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() > end:
+                raise subprocess.TimeoutExpired("the student's process", timeout)
+            time.sleep(0.005)
+        return self.returncode
+
+
+def fork_channel(workdir: str, arena_fd: int | None) -> Forked:
+    """The student's process without a sandbox (``--trusted``, the mutation audit), forked
+    from this process rather than started anew: it then starts with this process's imports
+    (torch, the course module: about 1.6 CPU-seconds that a new Python pays). Only for a
+    process that has imported but never computed nor started a thread (torch's thread pools
+    do not survive a fork): a judge at its first student's process, forked itself from a
+    process that only imported (``autograder.grading.zygote``, the audit's workers). The child
+    is what ``python channel.py`` would be: a session of its own, its pipes on 0, 1 and 2 and
+    no other descriptor but the shared memory's, the submission's copy as working directory,
+    Python's default signal handlers, the channel as ``__main__``, ``channel.main``; it never
+    returns into this process's code."""
+    pipes = [os.pipe() for _ in range(3)]
+    for stream in (sys.stdout, sys.stderr):  # nothing of this process's buffers goes to the child
+        with contextlib.suppress(Exception):
+            stream.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()
+            for target, fd in enumerate((pipes[0][0], pipes[1][1], pipes[2][1])):
+                os.dup2(fd, target)
+            kept = {0, 1, 2} if arena_fd is None else {0, 1, 2, arena_fd}
+            for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+                if fd not in kept:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            os.chdir(workdir)
+            os.environ["MPLBACKEND"] = "Agg"
+            for number in (signal.SIGTERM, signal.SIGALRM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+                           signal.SIGCHLD):
+                signal.signal(number, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.modules["__main__"] = channel  # as in ``python channel.py``: the student's code finds it there
+            channel.main([] if arena_fd is None else [str(arena_fd)])
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os._exit(code)
+    for fd in (pipes[0][0], pipes[1][1], pipes[2][1]):
+        os.close(fd)
+    return Forked(pid, os.fdopen(pipes[0][1], "wb"), os.fdopen(pipes[1][0], "rb"), os.fdopen(pipes[2][0], "rb"))
+
+
 class StudentProcess:
     """The sandboxed process that runs the student's notebook and answers requests."""
 
     def __init__(self, folder: Path, cells: list, names: list[str], limits: sandbox.Limits | None,
-                 cell_timeout: float):
+                 cell_timeout: float, fork: bool = False):
         self.folder, self.cells, self.names, self.limits = folder, cells, names, limits
         self.cell_timeout = cell_timeout
+        #: without a sandbox, its first start may fork this process (``fork_channel``) instead of
+        #: starting Python anew: only the caller knows that this process is fit for it
+        self.fork = fork and limits is None
         # each cell has its own limit there; this bounds them all, and the imports
         self.setup_timeout = cell_timeout * len(cells) + 60
         self.budget_deadline = float("inf")  # monotonic: the submission's budget ends there
@@ -222,10 +305,15 @@ class StudentProcess:
             self._workdir = Path(tempfile.mkdtemp(prefix="course-student-"))
             shutil.copytree(self.folder, self._workdir, dirs_exist_ok=True)
             cmd, cwd = [sys.executable, channel_file, *shared], str(self._workdir)
+        forked = self.fork and threading.active_count() == 1
+        self.fork = False  # a process started again is started anew: this one has run tests since
         # its stderr is the student's to write: relayed to the log, bounded and marked as theirs
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        cwd=cwd, env=env, start_new_session=True,
-                                        pass_fds=(self.arena.fd,) if self.arena is not None else ())
+        if forked:
+            self.process = fork_channel(cwd, self.arena.fd if self.arena is not None else None)
+        else:
+            self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True,
+                                            pass_fds=(self.arena.fd,) if self.arena is not None else ())
         sandbox.relay(self.process.stderr, "student's process")
         if self.limits is not None:
             self.watchdog = sandbox.Watchdog(self.process, self.limits)
@@ -1306,13 +1394,14 @@ def attribute(source_nb, submission: Path, cells: list, names: list[str], limits
 
 def run(source: Path, submission: Path, limits: sandbox.Limits | None, timeout: float = 30,
         slow_timeout: float = 180, deadline: float = 0.0, budget: float = 0.0, retrainings: int = 0,
-        engine: Path | None = None) -> dict:
+        engine: Path | None = None, fork: bool = False) -> dict:
     """The verdicts of a submission's tests: {grade_id: {stdout, error, seconds}}, plus
     "_notes" (what the judge noticed) and "_tampering". When a learning test (tag ``slow``)
     fails, and ``retrainings`` allows, what ``attribute`` finds (on the grading engine when
-    ``engine`` is given) is added to its output."""
+    ``engine`` is given) is added to its output. ``fork``: without a sandbox, the student's
+    process is forked from this one (``fork_channel``): for a caller that has only imported."""
     source_nb, names, cells, slow = _read(source, submission, slow_timeout)
-    student = StudentProcess(submission, cells, names, limits, cell_timeout=timeout)
+    student = StudentProcess(submission, cells, names, limits, cell_timeout=timeout, fork=fork)
     judge = Judge(student, names, timeout, slow)
     if deadline:  # time.time() when the submission's budget ends
         judge.budget = student.budget = budget

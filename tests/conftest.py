@@ -52,15 +52,15 @@ def cli(*args, cwd=REPO, env=None, **options):
                           **options)
 
 
-#: The test files by their time in the last clean-clone CI (``--durations``, 2026-12-07, one
-#: process), the slowest first; the others follow in their usual order. ``make test`` runs the
-#: files on two processes (``pytest -n 2 --dist loadfile --no-loadscope-reorder``), each taking
-#: the next file when it is done: the slowest first, so that neither is left alone with a
-#: long file at the end.
-SLOWEST_FIRST = ("test_grading.py", "test_sandbox.py", "test_distribute.py", "test_audit.py", "test_portal_load.py",
-                 "test_notebooks.py", "test_hand_grading.py", "test_lms.py", "test_load.py", "test_portal_e2e.py",
-                 "test_release.py", "test_experiment.py", "test_portal_export.py", "test_run_once.py",
-                 "test_recording.py", "test_zygote.py", "test_judge_limits.py", "test_portal.py")
+#: The test files by their time alone (one process, 2026-12-07, after the trusted student's
+#: process was forked and test_load.py pinned to one core), the slowest first; the others
+#: follow in their usual order. ``make test`` runs the files on two processes (``pytest -n 2
+#: --dist loadfile --no-loadscope-reorder``), each taking the next file when it is done: the
+#: slowest first, so that neither is left alone with a long file at the end.
+SLOWEST_FIRST = ("test_grading.py", "test_sandbox.py", "test_distribute.py", "test_notebooks.py", "test_load.py",
+                 "test_portal_load.py", "test_hand_grading.py", "test_lms.py", "test_release.py", "test_portal_e2e.py",
+                 "test_audit.py", "test_experiment.py", "test_zygote.py", "test_run_once.py", "test_recording.py",
+                 "test_portal_export.py", "test_judge_limits.py", "test_fork_channel.py", "test_portal.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

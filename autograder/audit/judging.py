@@ -107,18 +107,15 @@ def mutant_notebook(filled, mutant: Mutant | None):
 
 def _start_worker():
     """A worker process: the environment the judge has when a submission is graded, and the
-    imports of a grading's fork server (``autograder.grading.zygote.PRELOAD``). The worker only
+    imports of a grading's fork server (``autograder.grading.zygote.preload``). The worker only
     imports and forks: each mutant is judged in a child forked from it, whose student's
     process, without a sandbox, is forked in turn (``judge.fork_channel``), the imports done."""
-    import importlib
-
     os.environ.update(NBGRADER_EXECUTION="autograde", MPLBACKEND="Agg")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     os.chdir(REPO)
     from autograder.grading import zygote
 
-    for name in zygote.PRELOAD:
-        importlib.import_module(name)
+    zygote.preload()
 
 
 def _judged(source: Path, submission: Path, limits, timeout: float, verdicts: Path):

@@ -32,12 +32,25 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 #: what every grading imports (the grading process, the judge and the course's given cells);
-#: torch._dynamo too: torch imports it on the first optimizer built (torch.optim's
-#: ``_disable_dynamo``), which the judge's reference of an update test does (2 CPU-seconds
-#: in every judge otherwise)
-PRELOAD = ("torch", "torch._dynamo", "bbrl", "bbrl_course", "bbrl_course.algo", "bbrl_course.checks",
+#: not torch._dynamo, which torch.optim imports on an optimizer's first step or zero_grad
+#: (the judge's reference of an update test makes some): ``preload`` spares it instead
+PRELOAD = ("torch", "bbrl", "bbrl_course", "bbrl_course.algo", "bbrl_course.checks",
            "matplotlib.pyplot", "nbgrader.apps", "nbgrader.preprocessors", "autograder.grading.submission",
            "autograder.isolation.judge")
+
+
+def preload():
+    """The imports of ``PRELOAD``, and torch.optim's optimizers made to run without importing
+    torch._dynamo (``channel.spare_dynamo``, as in the student's process: 0.9 CPU-seconds of
+    imports in every fork server, for graph breaks that only matter while dynamo traces).
+    Imports and replaces functions: computes nothing, starts no thread."""
+    for name in PRELOAD:
+        importlib.import_module(name)
+    import torch
+
+    from autograder.isolation import channel
+
+    channel.spare_dynamo(torch)
 
 
 class Zygote:
@@ -265,8 +278,7 @@ def prepare():
     """What the server does before its first fork: the course module's bytecode, the
     imports, the feedback's warm-up."""
     course_bytecode()
-    for name in PRELOAD:
-        importlib.import_module(name)
+    preload()
     warm_up()
 
 

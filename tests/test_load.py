@@ -49,8 +49,10 @@ def test_a_correct_td3_keeps_every_point_on_a_core_shared_with_a_busy_process():
         spinner.kill()
         spinner.wait()
     assert run.returncode == 0, run.stderr[-3000:]
-    # the busy process had its share of the core all along: the grading's wall clock was stretched
-    assert spun > 0.35 * wall, f"the busy process ran {spun:.0f} CPU-s of the grading's {wall:.0f} s"
+    # the busy process shared the grading's core all along: it ran (the grading's wall clock was
+    # stretched), and not alone (a core of its own would give it the whole wall clock); on two
+    # test processes, others share that core too (it got 34 % in a CI run)
+    assert 0.2 * wall < spun < 0.75 * wall, f"the busy process ran {spun:.0f} CPU-s of the grading's {wall:.0f} s"
     # every point of the solution, and its answers left to the instructor
     assert sample_class.check_grades(root, [solution]) == [], f"graded in {wall:.0f} s under load"
     print(f"td3-solution graded in {wall:.0f} s on core {CORE}, shared with a process that ran {spun:.0f} CPU-s")

@@ -361,6 +361,35 @@ def test_report_counts_each_failure_status_and_learning_test_of_the_class(graded
     assert set(td3.seconds) == set(td3.totals)
 
 
+#: the class report written as the driver writes it after each run; the course module's
+#: package and torch, if they were imported for it
+REPORT_ALONE = """
+import sys
+from pathlib import Path
+from autograder import course
+from autograder.reporting import report
+report.write(Path(sys.argv[1]), course.assignments())
+print(sorted(name for name in ("torch", "bbrl_course") if name in sys.modules))
+"""
+
+
+def test_the_report_imports_neither_torch_nor_the_course_module(graded, course_root):
+    # the learning test's figure reads the reference's file: importing bbrl_course for it cost
+    # every grading's driver 1.7 CPU-seconds (its package imports torch)
+    import subprocess
+    import sys
+
+    from autograder.reporting import report
+    from bbrl_course import learning_test
+
+    run = subprocess.run([sys.executable, "-c", REPORT_ALONE, str(course_root)], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout
+    assert "the learning test" in (course_root / "grades" / "report.html").read_text().lower()
+    assert report.learning_reference() == learning_test.reference()
+
+
 def test_report_is_one_offline_file_and_make_report_writes_it_again(graded, course_root):
     path = course_root / "grades" / "report.html"
     first = path.read_text()

@@ -417,14 +417,16 @@ for _fd in (0, 1, 2):  # 3 x 8 MB at most, on the standard descriptors it was gi
 
 
 def td3_probes() -> list[Sample]:
-    """A TD3 whose evaluation history claims its best policy at its 100,001st evaluation:
-    the judge would replay them all (0.5 s each); it refuses."""
+    """A TD3 whose evaluation history claims its best policy past its 100,000th evaluation:
+    the judge would replay them all (0.5 s each); it refuses. It stops training once it has
+    claimed (at its 100th update): what is refused is the claim, whatever trained before."""
     claims = Edit("td3-run", '            td3.logger.add_log("critic_loss", critic_loss, td3.nb_steps)',
                   '            td3.logger.add_log("critic_loss", critic_loss, td3.nb_steps)\n'
-                  "    if getattr(td3, 'eval_history', None):\n"
-                  "        td3.eval_history.extend([(0, torch.full((10,), -1e9))] * 100_000)\n"
-                  "        td3.eval_history.append((td3.nb_steps, torch.full((10,), 1e9)))")
-    return [Sample("probe-evaluations", TD3, "claims its best policy at evaluation 100,007", loses=("test_td3_learns",),
+                  "            if getattr(td3, 'eval_history', None):\n"
+                  "                td3.eval_history.extend([(0, torch.full((10,), -1e9))] * 100_000)\n"
+                  "                td3.eval_history.append((td3.nb_steps, torch.full((10,), 1e9)))\n"
+                  "                return")
+    return [Sample("probe-evaluations", TD3, "claims its best policy past evaluation 100,000", loses=("test_td3_learns",),
                    trains=True, edits=[claims],
                    notes=("test_td3_learns:", "the grader replays at most 20 evaluations",
                           "refused, not replayed"))]

@@ -455,3 +455,33 @@ def test_set_up_cell_gives_pip_own_error_when_the_tag_is_there(tagged, monkeypat
     line = _one_line(_failing_install(monkeypatch, tagged, f"WARNING: retrying\n\x1b[31m{error}\x1b[0m\n\x1b[0m\n"))
     assert line == (f"pip could not install bbrl-course @ git+{tagged}@{TAG}: {error} "
                     "(check the network, run this cell again)")
+
+
+def test_a_new_gradebook_is_stamped_with_nbgraders_schema_version_without_a_new_process(tmp_path, monkeypatch):
+    """nbgrader 0.9.6 asks a new process (`alembic heads`, 2.3 CPU-seconds) for the schema's
+    version of each gradebook it creates, twice for each new course folder graded; the course
+    asks alembic's API (autograder.course.config.alembic_head): the same version, no process."""
+    import subprocess
+    import sys
+
+    import nbgrader.api
+    from nbgrader.api import Gradebook
+
+    from autograder.course.config import api
+
+    # what nbgrader's own function answers, in a process where nothing replaced it
+    bin_dir = str(Path(sys.executable).parent)
+    asked = subprocess.run([sys.executable, "-c", "import nbgrader.api; print(nbgrader.api.get_alembic_version())"],
+                           capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PATH": bin_dir + ":" + __import__("os").environ["PATH"]})
+    expected = asked.stdout.split()[-1]
+
+    def no_process(*args, **kwargs):
+        raise AssertionError(f"a new process for the gradebook: {args}")
+
+    monkeypatch.setattr(nbgrader.api.sp, "check_output", no_process)
+    (tmp_path / "course").mkdir()
+    coursedir = api(tmp_path / "course").coursedir
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+        stamped = gradebook.db.execute(nbgrader.api.text("SELECT version_num FROM alembic_version")).scalar()
+    assert stamped == expected

@@ -36,6 +36,12 @@ COLLECTED = "collected"
 #: how many times a learning test that failed trains again, with one of the student's functions
 #: replaced by the course's each time, to name the one that stops it (``grade --retrainings``)
 RETRAININGS = 4
+#: enames of the error outputs the grader adds to a notebook (``autograder.course.preprocessors``
+#: writes them, the judge and the reports read them); here, so that a process that only reads
+#: them (a Dask worker) need not import nbgrader
+TIME_LIMIT = "TimeLimitExceeded"
+KERNEL_DIED = "KernelDied"
+TAMPERING = "TamperingSuspected"  # a test that ran while the student's code had tampered (judge.py)
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

@@ -39,9 +39,8 @@ from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbgrader.preprocessors.execute import UnresponsiveKernelError
 
 #: enames of the error outputs this module adds (the grader's report looks for them)
-TIME_LIMIT = "TimeLimitExceeded"
-KERNEL_DIED = "KernelDied"
-TAMPERING = "TamperingSuspected"  # a test that ran while the student's code had tampered (judge.py)
+from autograder.course import KERNEL_DIED, TAMPERING, TIME_LIMIT  # noqa: F401  (defined there)
+
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", re.S)
 #: what the student's code prints or displays that the executed notebook keeps (bytes)
 MAX_CELL_OUTPUT = 100_000  # per cell

@@ -28,7 +28,7 @@ import nbformat
 
 from autograder import course
 from autograder.course.config import api, check
-from autograder.course.preprocessors import KERNEL_DIED, TAMPERING, TIME_LIMIT
+from autograder.course import KERNEL_DIED, TAMPERING, TIME_LIMIT
 from autograder.grading import zygote
 from autograder.isolation import sandbox
 from autograder.reporting import feedback
@@ -482,6 +482,9 @@ GRADER_VERSION = "grader-version"
 #: the file, among the course's files, that holds the time budget of a submission (s; absent:
 #: each assignment's default_budget)
 BUDGET = "time-budget"
+#: the file, among the course's files, that holds each assignment's default_budget (JSON), worked
+#: out by the driver: a worker that computed it would import nbgrader for it (its configuration)
+DEFAULT_BUDGETS = "default-budgets.json"
 #: the file, among the course's files, that holds how many times a learning test that failed
 #: may be run again with one of the student's functions replaced by the course's (absent: RETRAININGS)
 RETRAININGS_FILE = "retrainings"
@@ -526,6 +529,7 @@ def course_files(root: Path, assignments: list[str], version: str | None = None)
         files.update({f"release/{k}": v for k, v in _read_tree(template / "release").items()})
         files["gradebook.db"] = (template / "gradebook.db").read_bytes()
         files[GRADER_VERSION] = (version or grader_version()).encode()
+        files[DEFAULT_BUDGETS] = json.dumps({name: default_budget(template, name) for name in assignments}).encode()
     try:  # the last one only; kept whole or not at all (a cache: failing to keep it costs time only)
         shutil.rmtree(root / COURSE_FILES, ignore_errors=True)
         (root / COURSE_FILES).mkdir()
@@ -559,7 +563,7 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
     with tempfile.TemporaryDirectory(prefix="course-work-") as tmp:
         folder = Path(tmp)
         argv = _in_folder(folder, common, student, assignment, files, limits)
-        budget = float(common.get(BUDGET, b"0") or 0) or default_budget(folder, assignment)
+        budget = float(common.get(BUDGET, b"0") or 0) or _default_budget(common, folder, assignment)
         argv += ["--budget", str(budget)]
         retrainings = int(common.get(RETRAININGS_FILE, str(course.RETRAININGS).encode()))
         argv += ["--retrainings", str(retrainings)]
@@ -587,6 +591,12 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
         outcome["feedback"] = _read_tree(folder / "feedback" / student / assignment) if outcome.get("feedback") else None
         outcome["log"] = log
         return outcome
+
+
+def _default_budget(common: dict[str, bytes], folder: Path, assignment: str) -> float:
+    """The assignment's default budget, as the driver worked it out (else worked out here)."""
+    known = json.loads(common.get(DEFAULT_BUDGETS, b"{}"))
+    return float(known[assignment]) if assignment in known else default_budget(folder, assignment)
 
 
 def _dask_worker() -> str | None:

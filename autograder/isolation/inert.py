@@ -26,8 +26,6 @@ import unicodedata
 from pathlib import Path
 
 import bleach
-from nbconvert.filters.strings import strip_files_prefix as _strip_files_prefix
-from nbconvert.preprocessors import Preprocessor
 
 # --- text for a terminal, a CSV, a log
 
@@ -109,6 +107,8 @@ def strip_files_prefix(html) -> str:
     """nbconvert's ``strip_files_prefix`` then ``clean_html``: every template pipes the
     markdown cells' HTML through it (nbgrader's feedback and formgrade templates without
     cleaning it), so replacing it cleans them all."""
+    from nbconvert.filters.strings import strip_files_prefix as _strip_files_prefix
+
     return clean_html(_strip_files_prefix(html))
 
 
@@ -128,43 +128,59 @@ def _dimension(value):
     return int(number) if number.is_integer() and 0 < number < 100_000 else None
 
 
-class SanitizeOutputs(Preprocessor):
-    """Cleans a notebook before any template renders it: outputs of kinds that may run are
-    dropped, HTML and markdown outputs cleaned, image sizes made numbers and file names
-    dropped (templates write them in attributes), markdown cells and their attachments left
-    to ``strip_files_prefix``. A grade_id that is not a name is made one (templates write it
-    unescaped)."""
+def _sanitize_outputs() -> type:
+    """``SanitizeOutputs``, an nbconvert preprocessor: defined when first asked for (the
+    module's ``__getattr__``), so that a process that only shows text (``text``: a Dask
+    worker, the results) does not import nbconvert (0.2 CPU-seconds)."""
+    from nbconvert.preprocessors import Preprocessor
 
-    def preprocess_cell(self, cell, resources, index):
-        meta = cell.get("metadata", {}).get("nbgrader")
-        if isinstance(meta, dict) and "grade_id" in meta and not _GRADE_ID.fullmatch(str(meta["grade_id"])):
-            meta["grade_id"] = re.sub(r"[^\w.-]", "_", str(meta["grade_id"])) or "_"
-        if cell.get("cell_type") == "raw":
-            cell.source = clean_html(cell.source)
-        if cell.get("cell_type") != "code":
+    class SanitizeOutputs(Preprocessor):
+        """Cleans a notebook before any template renders it: outputs of kinds that may run are
+        dropped, HTML and markdown outputs cleaned, image sizes made numbers and file names
+        dropped (templates write them in attributes), markdown cells and their attachments left
+        to ``strip_files_prefix``. A grade_id that is not a name is made one (templates write it
+        unescaped)."""
+
+        def preprocess_cell(self, cell, resources, index):
+            meta = cell.get("metadata", {}).get("nbgrader")
+            if isinstance(meta, dict) and "grade_id" in meta and not _GRADE_ID.fullmatch(str(meta["grade_id"])):
+                meta["grade_id"] = re.sub(r"[^\w.-]", "_", str(meta["grade_id"])) or "_"
+            if cell.get("cell_type") == "raw":
+                cell.source = clean_html(cell.source)
+            if cell.get("cell_type") != "code":
+                return cell, resources
+            for output in cell.get("outputs", []):
+                if output.get("output_type") not in ("display_data", "execute_result"):
+                    continue
+                data = output.get("data", {})
+                for kind in list(data):
+                    if kind in CLEANED_OUTPUTS:
+                        value = data[kind]
+                        data[kind] = clean_html(value if isinstance(value, str) else "".join(value))
+                    elif kind not in SAFE_OUTPUTS:
+                        del data[kind]
+                metadata = output.get("metadata", {})
+                metadata.pop("filenames", None)
+                for kind in list(metadata):
+                    if isinstance(metadata[kind], dict) and kind.startswith("image/"):
+                        for size in ("width", "height"):
+                            if size in metadata[kind]:
+                                value = _dimension(metadata[kind][size])
+                                if value is None:
+                                    del metadata[kind][size]
+                                else:
+                                    metadata[kind][size] = value
             return cell, resources
-        for output in cell.get("outputs", []):
-            if output.get("output_type") not in ("display_data", "execute_result"):
-                continue
-            data = output.get("data", {})
-            for kind in list(data):
-                if kind in CLEANED_OUTPUTS:
-                    value = data[kind]
-                    data[kind] = clean_html(value if isinstance(value, str) else "".join(value))
-                elif kind not in SAFE_OUTPUTS:
-                    del data[kind]
-            metadata = output.get("metadata", {})
-            metadata.pop("filenames", None)
-            for kind in list(metadata):
-                if isinstance(metadata[kind], dict) and kind.startswith("image/"):
-                    for size in ("width", "height"):
-                        if size in metadata[kind]:
-                            value = _dimension(metadata[kind][size])
-                            if value is None:
-                                del metadata[kind][size]
-                            else:
-                                metadata[kind][size] = value
-        return cell, resources
+
+    SanitizeOutputs.__qualname__ = "SanitizeOutputs"
+    return SanitizeOutputs
+
+
+def __getattr__(name: str):
+    if name == "SanitizeOutputs":
+        globals()[name] = _sanitize_outputs()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: the pages the course writes show what they hold and run nothing: no script at all,

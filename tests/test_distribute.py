@@ -336,13 +336,12 @@ def test_a_td3_that_does_not_learn_is_retrained_on_both_workers_at_once(cluster)
 #: limits, a result; then the task's default budget, from the course's files
 WORKER_IMPORTS = '''
 import json, sys
-from pathlib import Path
 from autograder.grading import distribute, submission
 from autograder.isolation import sandbox
 from autograder.reporting.results import Result
 Result("s", "01-ddpg", "graded", notes=["a note"])
 common = {submission.DEFAULT_BUDGETS: json.dumps({"01-ddpg": 450.0}).encode()}
-print(submission._default_budget(common, Path("nowhere"), "01-ddpg"),
+print(submission._default_budget(common, "01-ddpg"),
       sorted(m for m in ("nbgrader", "nbconvert", "torch") if m in sys.modules))
 '''
 

@@ -461,6 +461,7 @@ def test_a_new_gradebook_is_stamped_with_nbgraders_schema_version_without_a_new_
     """nbgrader 0.9.6 asks a new process (`alembic heads`, 2.3 CPU-seconds) for the schema's
     version of each gradebook it creates, twice for each new course folder graded; the course
     asks alembic's API (autograder.course.config.alembic_head): the same version, no process."""
+    import os
     import subprocess
     import sys
 
@@ -473,7 +474,7 @@ def test_a_new_gradebook_is_stamped_with_nbgraders_schema_version_without_a_new_
     bin_dir = str(Path(sys.executable).parent)
     asked = subprocess.run([sys.executable, "-c", "import nbgrader.api; print(nbgrader.api.get_alembic_version())"],
                            capture_output=True, text=True, check=True,
-                           env={**__import__("os").environ, "PATH": bin_dir + ":" + __import__("os").environ["PATH"]})
+                           env={**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]})
     expected = asked.stdout.split()[-1]
 
     def no_process(*args, **kwargs):

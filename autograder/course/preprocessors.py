@@ -38,8 +38,9 @@ from traitlets import Float, Integer, List, Unicode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbgrader.preprocessors.execute import UnresponsiveKernelError
 
-#: enames of the error outputs this module adds (the grader's report looks for them)
-from autograder.course import KERNEL_DIED, TAMPERING, TIME_LIMIT  # noqa: F401  (defined there)
+# the enames of the error outputs this module adds (defined where a process that only reads
+# them need not import nbgrader)
+from autograder.course import KERNEL_DIED, TAMPERING, TIME_LIMIT  # noqa: F401
 
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", re.S)
 #: what the student's code prints or displays that the executed notebook keeps (bytes)

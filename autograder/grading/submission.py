@@ -563,7 +563,7 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
     with tempfile.TemporaryDirectory(prefix="course-work-") as tmp:
         folder = Path(tmp)
         argv = _in_folder(folder, common, student, assignment, files, limits)
-        budget = float(common.get(BUDGET, b"0") or 0) or _default_budget(common, folder, assignment)
+        budget = float(common.get(BUDGET, b"0") or 0) or _default_budget(common, assignment)
         argv += ["--budget", str(budget)]
         retrainings = int(common.get(RETRAININGS_FILE, str(course.RETRAININGS).encode()))
         argv += ["--retrainings", str(retrainings)]
@@ -593,10 +593,9 @@ def work_in_folder(common: dict[str, bytes], student: str, assignment: str, file
         return outcome
 
 
-def _default_budget(common: dict[str, bytes], folder: Path, assignment: str) -> float:
-    """The assignment's default budget, as the driver worked it out (else worked out here)."""
-    known = json.loads(common.get(DEFAULT_BUDGETS, b"{}"))
-    return float(known[assignment]) if assignment in known else default_budget(folder, assignment)
+def _default_budget(common: dict[str, bytes], assignment: str) -> float:
+    """The assignment's default budget, as the driver worked it out (``course_files``)."""
+    return float(json.loads(common[DEFAULT_BUDGETS])[assignment])
 
 
 def _dask_worker() -> str | None:

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -230,7 +231,6 @@ def test_ctrl_c_leaves_the_gradebook_consistent_and_the_next_run_grades_the_rest
 def test_a_worker_with_another_version_of_the_grader_is_refused(monkeypatch):
     # a worker started from another checkout would grade with other tests: the driver refuses
     # such a cluster at once, and a worker that joins later refuses its first task
-    from types import SimpleNamespace
 
     from autograder.grading import distribute, submission
     from autograder.course import CourseError
@@ -331,6 +331,37 @@ def test_a_td3_that_does_not_learn_is_retrained_on_both_workers_at_once(cluster)
     assert "with the course&#39;s compute_actor_loss in place of yours, your TD3 learns" in page \
         or "with the course's compute_actor_loss in place of yours, your TD3 learns" in page
 
+
+
+def test_each_retraining_is_placed_where_there_is_room_its_own_slot_first(monkeypatch):
+    """Left to the scheduler, two retrainings could queue on one worker while another is idle
+    (both go to the least busy worker, a tie once the first is placed): each is pinned, loosely,
+    to a slot that is free, the grading task's own (which it gives up) first."""
+    import distributed
+
+    from autograder.grading import submission
+
+    submitted = []
+
+    class Client:
+        def nthreads(self):
+            return {"tcp://b:2": 1, "tcp://a:1": 1, "tcp://c:3": 2}
+
+        def processing(self):  # a grades the submission; b grades another; c has one thread free
+            return {"tcp://a:1": ("grade-s",), "tcp://b:2": ("grade-t",), "tcp://c:3": ("grade-u",)}
+
+        def submit(self, function, *args, **options):
+            submitted.append((args[6], options.get("workers"), options.get("allow_other_workers")))
+            return SimpleNamespace(result=lambda timeout: {"swap": list(args[6]), "learned": False})
+
+    monkeypatch.setattr(distributed, "get_client", Client)
+    monkeypatch.setattr(distributed, "secede", lambda: None)
+    monkeypatch.setattr(submission, "_dask_worker", lambda: "tcp://a:1")
+    assert submission.slots(Client(), "tcp://a:1") == ["tcp://a:1", "tcp://c:3"]
+    serve = submission.Retrainings({}, "s", "02-td3", {}, None, 3, time.time() + 60)
+    plan = {"learning": "td3_learns", "swaps": [["f"], ["g"], ["h"]], "deadline": time.time() + 60}
+    assert len(serve(plan)) == 2
+    assert submitted == [(("f",), ["tcp://a:1"], True), (("g",), ["tcp://c:3"], True)]
 
 #: what a Dask worker (or scheduler) imports to take a grading task: the task's module, the
 #: limits, a result; then the task's default budget, from the course's files

@@ -649,9 +649,9 @@ RETRAINING_PRIORITY = 10**9
 class Retrainings:
     """A submission's retrainings (``autograder.isolation.judge.attribute``) on the grading
     engine, from the task that grades it: each plan's first swaps, as many as the cluster has
-    room for now (this task's own slot, given up while it waits, and each idle thread), at
-    most ``retrainings`` in all, each a task (``retrain_in_folder``) before any waiting
-    submission. On a busy cluster that is one at a time, as without an engine; on idle
+    room for now (this task's own slot, given up while it waits, and each idle thread: see
+    ``slots``), at most ``retrainings`` in all, each a task (``retrain_in_folder``) placed in
+    one of those slots, before any waiting submission. On a busy cluster that is one at a time, as without an engine; on idle
     workers, several at once."""
 
     def __init__(self, common, student, assignment, files, limits, retrainings: int, deadline: float):
@@ -671,13 +671,18 @@ class Retrainings:
         if not name.match(learning) or not swaps or self.left <= 0 or deadline <= time.time():
             return []
         client = get_client()
-        wave = swaps[:min(self.left, room(client))]
+        places = slots(client, _dask_worker())
+        wave = swaps[:min(self.left, len(places))]
         self.left -= len(wave)
         run = uuid.uuid4().hex[:8]
+        # each where there is room for it (this task's own slot first): left to the scheduler,
+        # two could land on one worker while another is idle. Loose: a worker gone meanwhile
+        # leaves its retraining to any other.
         futures = [client.submit(retrain_in_folder, self.common, self.student, self.assignment, self.files,
                                  self.limits, learning, swap, deadline, pure=False, priority=RETRAINING_PRIORITY,
+                                 workers=[place] if place else None, allow_other_workers=True,
                                  key=f"retrain-{self.student}-{self.assignment}-{'+'.join(swap)}-{run}")
-                   for swap in wave]
+                   for swap, place in zip(wave, places)]
         if not self.seceded:  # this task's slot, for its own retrainings first (the highest priority)
             secede()
             self.seceded = True
@@ -691,13 +696,15 @@ class Retrainings:
         return answers
 
 
-def room(client) -> int:
-    """How many tasks the cluster can start now for a task that gives up its own slot: 1, plus
-    each worker thread with nothing to run."""
+def slots(client, here: str | None) -> list[str | None]:
+    """Where the cluster can start tasks now for a task on worker ``here`` that gives up its
+    own slot: ``here`` (None: anywhere), then each worker once per thread with nothing to run."""
+    places: list[str | None] = [here]
     with contextlib.suppress(Exception):
         processing = client.processing()
-        return 1 + sum(max(0, n - len(processing.get(w, ()))) for w, n in client.nthreads().items())
-    return 1
+        for worker, n in sorted(client.nthreads().items()):
+            places += [worker] * max(0, n - len(processing.get(worker, ())))
+    return places
 
 
 def retrain_in_folder(common: dict[str, bytes], student: str, assignment: str, files: dict[str, bytes],

@@ -187,5 +187,27 @@ for folder, size in (("/dev", 1), ("/dev/shm", 64), ("/sandbox/submission", 1), 
                    "/sandbox/submission stopped at 0 MB", "/ stopped at 0 MB", "/etc stopped at 0 MB"], out
 
 
+
+def test_a_sandboxed_process_draws_with_the_font_list_made_once_not_its_own(tmp_path):
+    # matplotlib's list of fonts, made once and bound read-only into every sandbox: without it,
+    # each student's process that imports matplotlib.pyplot makes its own (fc-list, 0.23 CPU-s)
+    import subprocess
+
+    try:
+        bwrap = sandbox.check_available()
+    except sandbox.SandboxUnavailable as error:
+        pytest.skip(str(error))
+    probe = ("import logging\nlogging.basicConfig(level=logging.INFO)\n"
+             "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+             "fig = plt.figure()\nfig.text(0.5, 0.5, 'returns')\nfig.savefig('/tmp/figure.png')\nprint('drawn')")
+    assert sandbox.font_list(bwrap) is not None
+    for fonts, made_its_own in ((True, False), (False, True)):  # the second: what the test would see without it
+        command = sandbox.command([sys.executable, "-c", probe], tmp_path, None, sandbox.Limits(), bwrap, fonts=fonts)
+        run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert run.stdout.strip() == "drawn", run.stderr[-2000:]
+        assert ("generated new fontManager" in run.stderr) == made_its_own, run.stderr[-2000:]
+        if fonts:
+            assert run.stderr == ""  # nor a warning: every font it lists is there
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))

@@ -208,6 +208,21 @@ def test_a_sandboxed_process_draws_with_the_font_list_made_once_not_its_own(tmp_
         assert ("generated new fontManager" in run.stderr) == made_its_own, run.stderr[-2000:]
         if fonts:
             assert run.stderr == ""  # nor a warning: every font it lists is there
+    # a list gone stale (a font removed since it was made) is made again, without a warning on
+    # stderr (a graded cell's output): the sandbox has a copy it can write, not the list itself
+    made = sandbox.font_list(bwrap)
+    stale = tmp_path / "stale" / made.name
+    stale.parent.mkdir()
+    stale.write_text(made.read_text().replace("/DejaVuSans.ttf", "/gone/DejaVuSans.ttf"))
+    sandbox._font_lists[bwrap] = stale
+    try:
+        command = sandbox.command([sys.executable, "-c", probe], tmp_path, None, sandbox.Limits(), bwrap)
+        run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        sandbox._font_lists[bwrap] = made
+    assert run.stdout.strip() == "drawn", run.stderr[-2000:]
+    assert "generated new fontManager" in run.stderr, run.stderr[-2000:]
+    assert all(line.startswith("INFO:matplotlib") for line in run.stderr.splitlines()), run.stderr[-2000:]
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))

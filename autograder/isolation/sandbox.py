@@ -8,7 +8,8 @@ What the kernel sees (everything else does not exist for it):
 - its own submission, as a copy: the submission's folder is mounted read-only at
   /sandbox/submission and copied into /sandbox/work, its working directory, a private
   tmpfs of ``disk`` bytes (with /tmp, another one);
-- matplotlib's list of the fonts, read-only (``font_list``: made once, in a sandbox);
+- matplotlib's list of the fonts, read-only (``font_list``: made once, in a sandbox), and
+  its copy in /tmp;
 - the folder of its connection file, read-only; the kernel binds its ZeroMQ sockets
   (Unix sockets: it has no network at all, not even loopback to the host) in its own
   /tmp, where the grader reaches them through /proc/<pid>/root.
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -232,8 +234,8 @@ _font_lists: dict[str, Path | None] = {}
 
 def font_list(bwrap: str) -> Path | None:
     """matplotlib's list of the fonts (``fontlist-v*.json``) as a sandbox sees them, made once
-    in a sandbox, kept in ~/.cache/bbrl-course/ (one per Python environment) and bound
-    read-only into every sandbox, at the place where matplotlib looks for it. Without it each
+    in a sandbox, kept in ~/.cache/bbrl-course/ (one per Python environment), bound read-only
+    into every sandbox and copied where matplotlib looks for it. Without it each
     student's process that imports matplotlib.pyplot (both notebooks' imports do) finds no list
     in its fresh /tmp and makes it again, running fc-list: 0.23 CPU-s more per process
     (measured 2026-12-07). None when it cannot be made (the sandbox then makes its own)."""
@@ -273,6 +275,10 @@ def command(inner: list[str], submission: Path, ipc_dir: Path | None, limits: Li
     (``font_list``; ``fonts=False``: not): the sandbox writes nothing on the host but its
     pipes, which the grader reads with bounds."""
     fonts_list = font_list(bwrap) if fonts else None
+    # copied, not bound where matplotlib reads it: a list gone stale (a font removed since) is
+    # made again and written there, as without it, not refused with a warning on stderr
+    copy_fonts = (f" && mkdir -p /tmp/matplotlib && cp {shlex.quote(f'{SANDBOX}/{fonts_list.name}')} /tmp/matplotlib/"
+                  if fonts_list else "")
     env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_PREFIXES)}
     env.update(HOME="/tmp", IPYTHONDIR="/tmp/ipython", MPLCONFIGDIR="/tmp/matplotlib", PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin",
                PYTHONDONTWRITEBYTECODE="1")
@@ -289,10 +295,11 @@ def command(inner: list[str], submission: Path, ipc_dir: Path | None, limits: Li
         "--ro-bind", str(submission), f"{SANDBOX}/submission",
         *(["--ro-bind", str(ipc_dir), str(ipc_dir)] if ipc_dir is not None else []),
         *[arg for host, inside in (files or {}).items() for arg in ("--ro-bind", host, inside)],
-        *(["--ro-bind", str(fonts_list), f"{env['MPLCONFIGDIR']}/{fonts_list.name}"] if fonts_list else []),
+        *(["--ro-bind", str(fonts_list), f"{SANDBOX}/{fonts_list.name}"] if fonts_list else []),
         "--remount-ro", "/",  # the root itself (bwrap's tmpfs) read-only; its mounts keep their own modes
         "--chdir", f"{SANDBOX}/work",
-        "--", "/bin/sh", "-c", f'cp -R {SANDBOX}/submission/. {SANDBOX}/work/ && exec "$@"', "sandbox", *inner,
+        "--", "/bin/sh", "-c", f'cp -R {SANDBOX}/submission/. {SANDBOX}/work/{copy_fonts} && exec "$@"', "sandbox",
+        *inner,
     ]
     rlimits = (f"import os, resource, sys\n"
                f"resource.setrlimit(resource.RLIMIT_AS, ({limits.memory}, {limits.memory}))\n"

@@ -231,7 +231,6 @@ def test_ctrl_c_leaves_the_gradebook_consistent_and_the_next_run_grades_the_rest
 def test_a_worker_with_another_version_of_the_grader_is_refused(monkeypatch):
     # a worker started from another checkout would grade with other tests: the driver refuses
     # such a cluster at once, and a worker that joins later refuses its first task
-
     from autograder.grading import distribute, submission
     from autograder.course import CourseError
 
@@ -332,7 +331,6 @@ def test_a_td3_that_does_not_learn_is_retrained_on_both_workers_at_once(cluster)
         or "with the course's compute_actor_loss in place of yours, your TD3 learns" in page
 
 
-
 def test_each_retraining_is_placed_where_there_is_room_its_own_slot_first(monkeypatch):
     """Left to the scheduler, two retrainings could queue on one worker while another is idle
     (both go to the least busy worker, a tie once the first is placed): each is pinned, loosely,
@@ -362,6 +360,7 @@ def test_each_retraining_is_placed_where_there_is_room_its_own_slot_first(monkey
     plan = {"learning": "td3_learns", "swaps": [["f"], ["g"], ["h"]], "deadline": time.time() + 60}
     assert len(serve(plan)) == 2
     assert submitted == [(("f",), ["tcp://a:1"], True), (("g",), ["tcp://c:3"], True)]
+
 
 #: what a Dask worker (or scheduler) imports to take a grading task: the task's module, the
 #: limits, a result; then the task's default budget, from the course's files

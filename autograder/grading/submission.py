@@ -651,8 +651,8 @@ class Retrainings:
     engine, from the task that grades it: each plan's first swaps, as many as the cluster has
     room for now (this task's own slot, given up while it waits, and each idle thread: see
     ``slots``), at most ``retrainings`` in all, each a task (``retrain_in_folder``) placed in
-    one of those slots, before any waiting submission. On a busy cluster that is one at a time, as without an engine; on idle
-    workers, several at once."""
+    one of those slots, before any waiting submission. On a busy cluster that is one at a
+    time, as without an engine; on idle workers, several at once."""
 
     def __init__(self, common, student, assignment, files, limits, retrainings: int, deadline: float):
         self.common, self.student, self.assignment, self.files, self.limits = common, student, assignment, files, limits
